@@ -24,7 +24,9 @@ public struct SafeTensorsError: Error, CustomStringConvertible, Equatable {
 public struct SafeTensorInfo: Sendable, Equatable {
     /// The tensor's key in the checkpoint, for example `down_blocks.0.resnets.0.conv1.weight`.
     public let name: String
+    /// The element type (only dtypes Kinema loads; see `SafeTensorsFile`).
     public let dtype: DType
+    /// Dimensions, outermost first; `[]` is a scalar, and a 0 makes an empty tensor.
     public let shape: [Int]
     /// Where the tensor's bytes lie within the data buffer (which starts after the header).
     public let byteRange: Range<Int>
@@ -125,6 +127,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
         do {
             root = try StrictJSON.parse(bytes)
         } catch {
+            if let key = error.duplicateKey {
+                throw SafeTensorsError(path: path, problem: "header has duplicate key \"\(key)\" (at byte \(error.offset) of the header); every tensor name, and every field of an entry, must appear once")
+            }
             throw SafeTensorsError(path: path, problem: "header is not valid JSON: \(error.message) (at byte \(error.offset) of the header)")
         }
         guard case .object(let members) = root else {
@@ -186,7 +191,12 @@ public final class SafeTensorsFile: @unchecked Sendable {
             guard case .array(let items) = value else { throw fail("\"\(key)\" must be an array of integers, found \(value.kindName)") }
             return try items.enumerated().map { index, item in
                 guard case .integer(let integer) = item else {
-                    let found = if case .number(let text) = item { "\(text) (not an integer that fits 64 bits)" } else { item.kindName }
+                    let found: String
+                    if case .number(let text) = item {
+                        found = text.contains(where: { ".eE".contains($0) }) ? "\(text), not an integer," : "\(text), too large for 64 bits,"
+                    } else {
+                        found = item.kindName
+                    }
                     throw fail("\"\(key)\" must be an array of integers, found \(found) at index \(index)")
                 }
                 return integer
@@ -244,8 +254,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
         for info in byOffset {
             let begin = info.byteRange.lowerBound
             if begin > covered {
-                let after = previous.map { " after tensor \"\($0.name)\"" } ?? " at the start of the data buffer"
-                throw SafeTensorsError(path: path, problem: "gap in the data buffer: bytes \(covered)..<\(begin) belong to no tensor\(after) (tensor \"\(info.name)\" starts at \(begin))")
+                let place = previous.map { "between tensors \"\($0.name)\" and \"\(info.name)\"" } ?? "before tensor \"\(info.name)\""
+                throw SafeTensorsError(path: path, problem: "gap in the data buffer: bytes \(covered)..<\(begin), \(place), belong to no tensor")
             }
             if begin < covered, let previous {
                 throw SafeTensorsError(path: path, problem: "tensors \"\(previous.name)\" (bytes \(previous.byteRange)) and \"\(info.name)\" (bytes \(info.byteRange)) overlap in the data buffer")

@@ -6,7 +6,7 @@
 /// ignores may hold any JSON value; nesting is limited so hostile input cannot exhaust the stack.
 enum StrictJSON {
     /// A parsed JSON value.
-    indirect enum Value: Equatable {
+    indirect enum Value {
         /// Members in document order; keys are unique (under Swift `String` equality).
         case object([(key: String, value: Value)])
         case array([Value])
@@ -17,20 +17,6 @@ enum StrictJSON {
         case number(String)
         case bool(Bool)
         case null
-
-        static func == (lhs: Value, rhs: Value) -> Bool {
-            switch (lhs, rhs) {
-            case let (.object(l), .object(r)):
-                return l.count == r.count && zip(l, r).allSatisfy { $0.key == $1.key && $0.value == $1.value }
-            case let (.array(l), .array(r)): return l == r
-            case let (.string(l), .string(r)): return l == r
-            case let (.integer(l), .integer(r)): return l == r
-            case let (.number(l), .number(r)): return l == r
-            case let (.bool(l), .bool(r)): return l == r
-            case (.null, .null): return true
-            default: return false
-            }
-        }
 
         /// The kind of value, for error messages ("expected an array, found a string").
         var kindName: String {
@@ -46,9 +32,13 @@ enum StrictJSON {
     }
 
     /// Why a document was rejected, and at which byte.
-    struct SyntaxError: Error, Equatable {
+    struct SyntaxError: Error {
         let message: String
+        /// Byte offset in the document.
         let offset: Int
+        /// The key that appeared twice in one object, when that is the problem: the document is
+        /// well-formed JSON, but not one this parser accepts.
+        var duplicateKey: String? = nil
     }
 
     /// Deepest nesting of arrays and objects accepted.
@@ -143,7 +133,7 @@ enum StrictJSON {
                 let keyStart = position
                 let key = try parseString()
                 guard seen.insert(key).inserted else {
-                    throw SyntaxError(message: "duplicate key \"\(key)\"", offset: keyStart)
+                    throw SyntaxError(message: "duplicate key \"\(key)\"", offset: keyStart, duplicateKey: key)
                 }
                 try expect(UInt8(ascii: ":"), "':' after key \"\(key)\"")
                 let value = try parseValue(depth: depth)

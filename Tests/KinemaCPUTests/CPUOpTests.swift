@@ -19,9 +19,9 @@ final class CPUOpTests: XCTestCase {
         let (w, wv) = tensor([outFeatures, inFeatures])
         let (b, bv) = tensor([outFeatures])
         assertClose(cpu.linear(x, weight: w, bias: b).floats(),
-                    Reference.linear(xv, rows: rows, inFeatures: inFeatures, weight: wv, outFeatures: outFeatures, bias: bv), atol: 1e-4, rtol: 1e-4, seed)
+                    ReferenceOps.linear(xv, rows: rows, inFeatures: inFeatures, weight: wv, outFeatures: outFeatures, bias: bv), atol: 1e-4, rtol: 1e-4, seed)
         assertClose(cpu.linear(x, weight: w).floats(),
-                    Reference.linear(xv, rows: rows, inFeatures: inFeatures, weight: wv, outFeatures: outFeatures, bias: nil), atol: 1e-4, rtol: 1e-4, seed)
+                    ReferenceOps.linear(xv, rows: rows, inFeatures: inFeatures, weight: wv, outFeatures: outFeatures, bias: nil), atol: 1e-4, rtol: 1e-4, seed)
     }
 
     func testBatchedMatmulInEveryTransposition() {
@@ -32,7 +32,7 @@ final class CPUOpTests: XCTestCase {
                 let (b, bv) = tensor(bBatched ? (tb ? [batch, n, k] : [batch, k, n]) : (tb ? [n, k] : [k, n]))
                 let result = cpu.matmul(a, b, transposeA: ta, transposeB: tb)
                 XCTAssertEqual(result.shape, [batch, m, n])
-                assertClose(result.floats(), Reference.matmul(av, bv, batch: batch, m: m, n: n, k: k, transposeA: ta, transposeB: tb, bBatched: bBatched),
+                assertClose(result.floats(), ReferenceOps.matmul(av, bv, batch: batch, m: m, n: n, k: k, transposeA: ta, transposeB: tb, bBatched: bBatched),
                             atol: 1e-4, rtol: 1e-4, "\(ta) \(tb) \(bBatched) \(seed)")
             }
         }
@@ -45,7 +45,7 @@ final class CPUOpTests: XCTestCase {
         let result = backend.conv2d(backend.tensor(xv, shape: [n, c, h, w]), weight: backend.tensor(wv, shape: [o, c, kh, kw]),
                                     bias: bias ? backend.tensor(bv, shape: [o]) : nil, parameters: parameters)
         let p = parameters
-        let expected = Reference.conv2d(xv, n: n, c: c, h: h, w: w, weight: wv, o: o, kh: kh, kw: kw, bias: bias ? bv : nil,
+        let expected = ReferenceOps.conv2d(xv, n: n, c: c, h: h, w: w, weight: wv, o: o, kh: kh, kw: kw, bias: bias ? bv : nil,
                                         stride: (p.strideY, p.strideX), pad: (p.padTop, p.padLeft, p.padBottom, p.padRight))
         XCTAssertEqual(result.shape, [n, o, expected.oh, expected.ow], file: file, line: line)
         assertClose(result.floats(), expected.out, atol: 1e-4, rtol: 1e-4, seed, file: file, line: line)
@@ -82,10 +82,10 @@ final class CPUOpTests: XCTestCase {
         let (weight, wv) = tensor([o, c, 3, 1, 1])
         let (bias, bv) = tensor([o])
         let result = cpu.temporalConv(x, weight: weight, bias: bias, frames: frames)
-        assertClose(result.floats(), Reference.temporalConv(xv, clips: clips, frames: frames, c: c, pixels: h * w, weight: wv, o: o, taps: 3, bias: bv),
+        assertClose(result.floats(), ReferenceOps.temporalConv(xv, clips: clips, frames: frames, c: c, pixels: h * w, weight: wv, o: o, taps: 3, bias: bv),
                     atol: 1e-4, rtol: 1e-4, seed)
         let noBias = cpu.temporalConv(x, weight: weight, frames: frames)
-        assertClose(noBias.floats(), Reference.temporalConv(xv, clips: clips, frames: frames, c: c, pixels: h * w, weight: wv, o: o, taps: 3, bias: nil),
+        assertClose(noBias.floats(), ReferenceOps.temporalConv(xv, clips: clips, frames: frames, c: c, pixels: h * w, weight: wv, o: o, taps: 3, bias: nil),
                     atol: 1e-4, rtol: 1e-4, seed)
     }
 
@@ -98,7 +98,7 @@ final class CPUOpTests: XCTestCase {
         let (b, bv) = tensor([channels])
         for (f, silu) in [(1, false), (1, true), (frames, false), (frames, true)] {
             let result = cpu.groupNorm(x, groups: groups, weight: w, bias: b, epsilon: 1e-5, frames: f, fusedSiLU: silu)
-            let expected = Reference.groupNorm(xv, images: clips * frames, channels: channels, spatial: spatial, groups: groups,
+            let expected = ReferenceOps.groupNorm(xv, images: clips * frames, channels: channels, spatial: spatial, groups: groups,
                                                frames: f, weight: wv, bias: bv, eps: 1e-5, silu: silu)
             assertClose(result.floats(), expected, atol: 2e-5, rtol: 1e-4, "frames \(f) silu \(silu) \(seed)")
         }
@@ -110,8 +110,8 @@ final class CPUOpTests: XCTestCase {
         let (w, wv) = tensor([width])
         let (b, bv) = tensor([width])
         assertClose(cpu.layerNorm(x, weight: w, bias: b, epsilon: 1e-5).floats(),
-                    Reference.layerNorm(xv, width: width, weight: wv, bias: bv, eps: 1e-5), atol: 2e-5, rtol: 1e-4, seed)
-        assertClose(cpu.softmax(x).floats(), Reference.softmax(xv, width: width), atol: 1e-6, rtol: 1e-5, seed)
+                    ReferenceOps.layerNorm(xv, width: width, weight: wv, bias: bv, eps: 1e-5), atol: 2e-5, rtol: 1e-4, seed)
+        assertClose(cpu.softmax(x).floats(), ReferenceOps.softmax(xv, width: width), atol: 1e-6, rtol: 1e-5, seed)
     }
 
     func checkAttention(batch: Int, queries: Int, keys: Int, heads: Int, headDim: Int, causal: Bool, chunk: Int? = nil,
@@ -120,7 +120,7 @@ final class CPUOpTests: XCTestCase {
         let (k, kv) = tensor([batch, keys, heads * headDim])
         let (v, vv) = tensor([batch, keys, heads * headDim])
         let result = cpu.attention(query: q, key: k, value: v, heads: heads, causal: causal, queryChunk: chunk)
-        assertClose(result.floats(), Reference.attention(q: qv, k: kv, v: vv, batch: batch, queries: queries, keys: keys,
+        assertClose(result.floats(), ReferenceOps.attention(q: qv, k: kv, v: vv, batch: batch, queries: queries, keys: keys,
                                                          heads: heads, headDim: headDim, causal: causal),
                     atol: 2e-5, rtol: 1e-4, "\(queries)x\(keys) h\(heads) d\(headDim) causal \(causal) \(seed)", file: file, line: line)
     }
@@ -139,9 +139,9 @@ final class CPUOpTests: XCTestCase {
 
     func testActivations() {
         let (x, xv) = tensor([random.int(in: 1...300)], scale: 4)
-        assertClose(cpu.gelu(x).floats(), xv.map(Reference.gelu), atol: 1e-6, rtol: 1e-5, seed)
-        assertClose(cpu.quickGelu(x).floats(), xv.map(Reference.quickGelu), atol: 1e-6, rtol: 1e-5, seed)
-        assertClose(cpu.silu(x).floats(), xv.map(Reference.silu), atol: 1e-6, rtol: 1e-5, seed)
+        assertClose(cpu.gelu(x).floats(), xv.map(ReferenceOps.gelu), atol: 1e-6, rtol: 1e-5, seed)
+        assertClose(cpu.quickGelu(x).floats(), xv.map(ReferenceOps.quickGelu), atol: 1e-6, rtol: 1e-5, seed)
+        assertClose(cpu.silu(x).floats(), xv.map(ReferenceOps.silu), atol: 1e-6, rtol: 1e-5, seed)
         assertClose(cpu.affine(x, scale: 0.5, shift: -2).floats(), xv.map { $0 * 0.5 - 2 }, atol: 1e-6, seed)
     }
 
@@ -149,7 +149,7 @@ final class CPUOpTests: XCTestCase {
         let rows = random.int(in: 1...9), width = random.int(in: 1...20)
         let (x, xv) = tensor([rows, 2 * width], scale: 2)
         var expected: [Float] = []
-        for r in 0..<rows { for i in 0..<width { expected.append(xv[r * 2 * width + i] * Reference.gelu(xv[r * 2 * width + width + i])) } }
+        for r in 0..<rows { for i in 0..<width { expected.append(xv[r * 2 * width + i] * ReferenceOps.gelu(xv[r * 2 * width + width + i])) } }
         assertClose(cpu.geglu(x).floats(), expected, atol: 1e-6, rtol: 1e-5, seed)
     }
 

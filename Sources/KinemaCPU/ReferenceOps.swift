@@ -1,9 +1,9 @@
 import Foundation
 
-/// Straightforward scalar definitions of every op, accumulating in Double: what the fast CPU
-/// kernels are checked against. Shapes follow torch.
-enum Reference {
-    static func linear(_ x: [Float], rows: Int, inFeatures: Int, weight: [Float], outFeatures: Int, bias: [Float]?) -> [Float] {
+/// Straightforward scalar definitions of the ops, accumulating in Double: what the fast kernels
+/// are checked against, by the tests and by `kinema selftest`. Shapes and semantics follow torch.
+public enum ReferenceOps {
+    public static func linear(_ x: [Float], rows: Int, inFeatures: Int, weight: [Float], outFeatures: Int, bias: [Float]?) -> [Float] {
         var out = [Float](repeating: 0, count: rows * outFeatures)
         for r in 0..<rows {
             for o in 0..<outFeatures {
@@ -15,7 +15,7 @@ enum Reference {
         return out
     }
 
-    static func matmul(_ a: [Float], _ b: [Float], batch: Int, m: Int, n: Int, k: Int,
+    public static func matmul(_ a: [Float], _ b: [Float], batch: Int, m: Int, n: Int, k: Int,
                        transposeA: Bool, transposeB: Bool, bBatched: Bool) -> [Float] {
         var out = [Float](repeating: 0, count: batch * m * n)
         for bi in 0..<batch {
@@ -35,7 +35,7 @@ enum Reference {
         return out
     }
 
-    static func conv2d(_ x: [Float], n: Int, c: Int, h: Int, w: Int, weight: [Float], o: Int, kh: Int, kw: Int,
+    public static func conv2d(_ x: [Float], n: Int, c: Int, h: Int, w: Int, weight: [Float], o: Int, kh: Int, kw: Int,
                        bias: [Float]?, stride: (Int, Int), pad: (top: Int, left: Int, bottom: Int, right: Int)) -> (out: [Float], oh: Int, ow: Int) {
         let oh = (h + pad.top + pad.bottom - kh) / stride.0 + 1
         let ow = (w + pad.left + pad.right - kw) / stride.1 + 1
@@ -53,7 +53,7 @@ enum Reference {
     }
 
     /// Conv3d (kt,1,1) over frames, on (clips*frames, C, H, W).
-    static func temporalConv(_ x: [Float], clips: Int, frames: Int, c: Int, pixels: Int, weight: [Float], o: Int, taps: Int, bias: [Float]?) -> [Float] {
+    public static func temporalConv(_ x: [Float], clips: Int, frames: Int, c: Int, pixels: Int, weight: [Float], o: Int, taps: Int, bias: [Float]?) -> [Float] {
         var out = [Float](repeating: 0, count: clips * frames * o * pixels)
         for b in 0..<clips { for f in 0..<frames { for oc in 0..<o { for p in 0..<pixels {
             var sum = Double(bias?[oc] ?? 0)
@@ -67,7 +67,7 @@ enum Reference {
         return out
     }
 
-    static func groupNorm(_ x: [Float], images: Int, channels: Int, spatial: Int, groups: Int, frames: Int,
+    public static func groupNorm(_ x: [Float], images: Int, channels: Int, spatial: Int, groups: Int, frames: Int,
                           weight: [Float]?, bias: [Float]?, eps: Float, silu: Bool) -> [Float] {
         var out = x
         let perGroup = channels / groups
@@ -90,7 +90,7 @@ enum Reference {
         return out
     }
 
-    static func layerNorm(_ x: [Float], width: Int, weight: [Float]?, bias: [Float]?, eps: Float) -> [Float] {
+    public static func layerNorm(_ x: [Float], width: Int, weight: [Float]?, bias: [Float]?, eps: Float) -> [Float] {
         var out = x
         for r in 0..<(x.count / width) {
             let row = (0..<width).map { Double(x[r * width + $0]) }
@@ -103,7 +103,7 @@ enum Reference {
         return out
     }
 
-    static func softmax(_ x: [Float], width: Int) -> [Float] {
+    public static func softmax(_ x: [Float], width: Int) -> [Float] {
         var out = x
         for r in 0..<(x.count / width) {
             let row = (0..<width).map { Double(x[r * width + $0]) }
@@ -115,7 +115,7 @@ enum Reference {
         return out
     }
 
-    static func attention(q: [Float], k: [Float], v: [Float], batch: Int, queries: Int, keys: Int, heads: Int,
+    public static func attention(q: [Float], k: [Float], v: [Float], batch: Int, queries: Int, keys: Int, heads: Int,
                           headDim: Int, causal: Bool) -> [Float] {
         let width = heads * headDim
         var out = [Float](repeating: 0, count: batch * queries * width)
@@ -140,7 +140,7 @@ enum Reference {
         return out
     }
 
-    static func gelu(_ x: Float) -> Float { Float(0.5 * Double(x) * (1 + erf(Double(x) / 2.0.squareRoot()))) }
-    static func quickGelu(_ x: Float) -> Float { Float(Double(x) / (1 + exp(-1.702 * Double(x)))) }
-    static func silu(_ x: Float) -> Float { Float(Double(x) / (1 + exp(-Double(x)))) }
+    public static func gelu(_ x: Float) -> Float { Float(0.5 * Double(x) * (1 + erf(Double(x) / 2.0.squareRoot()))) }
+    public static func quickGelu(_ x: Float) -> Float { Float(Double(x) / (1 + exp(-1.702 * Double(x)))) }
+    public static func silu(_ x: Float) -> Float { Float(Double(x) / (1 + exp(-Double(x)))) }
 }

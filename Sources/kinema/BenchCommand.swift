@@ -1,0 +1,117 @@
+import ArgumentParser
+import Foundation
+import KinemaCore
+import KinemaCPU
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks (measurements, not tests).",
+        subcommands: [BenchOps.self]
+    )
+}
+
+struct BenchOps: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ops",
+        abstract: "Time the core CPU ops; with --torch, time torch on the same shapes in the same run and print ratios.",
+        discussion: """
+            Each op runs twice to warm up, then --runs times; the median is reported. The shapes \
+            are those of tools/bench_ops.py, which --torch runs with the same thread count right \
+            after Kinema's runs. raw_sgemm_* times OpenBLAS's sgemm alone on preallocated \
+            buffers, the floor for Kinema's matmul.
+
+            Examples:
+              kinema bench ops
+              kinema bench ops --torch venv/bin/python --runs 9
+              kinema bench ops --only attention_4096x320_h5 --json
+            """
+    )
+
+    @Option(help: "Timed runs per op (the median is reported).")
+    var runs = 7
+
+    @Option(help: "Worker threads (default: one per core); torch gets the same number.")
+    var threads: Int?
+
+    @Option(help: "Comma-separated op names to run (default: all). Names: \(OpBenchmark.names.joined(separator: ", ")).")
+    var only: String?
+
+    @Option(help: "A Python interpreter with torch: also time torch and print Kinema/torch ratios.")
+    var torch: String?
+
+    @Option(help: "The torch side of the benchmark.")
+    var torchScript = "tools/bench_ops.py"
+
+    @Flag(help: "Print one JSON object instead of a table.")
+    var json = false
+
+    func validate() throws {
+        if runs < 1 { throw ValidationError("--runs must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let only {
+            let unknown = only.split(separator: ",").map(String.init).filter { !OpBenchmark.names.contains($0) }
+            if !unknown.isEmpty { throw ValidationError("unknown op \(unknown.joined(separator: ", ")); known: \(OpBenchmark.names.joined(separator: ", "))") }
+        }
+    }
+
+    func run() throws {
+        let backend = CPUBackend(threads: threads)
+        let selected = Set(only.map { $0.split(separator: ",").map(String.init) } ?? [])
+        if !json { print("Kinema \(kinemaVersion), cpu, \(backend.threads) threads, \(BLAS.configuration)") }
+        let timings = OpBenchmark(backend: backend).run(runs: runs, only: selected) { t in
+            if !json { print(String(format: "  %-36@ %9.2f ms", t.name, t.medianMilliseconds) + (t.gflops.map { String(format: "  %6.1f GFLOP/s", $0) } ?? "")) }
+        }
+        var torchTimes: [String: Double] = [:]
+        if let torch {
+            torchTimes = try runTorch(python: torch, threads: backend.threads, selected: selected)
+        }
+        let raw = Dictionary(uniqueKeysWithValues: timings.map { ($0.name, $0.medianMilliseconds) })
+        if json {
+            var ops: [String: Any] = [:]
+            for t in timings {
+                var entry: [String: Any] = ["median_ms": t.medianMilliseconds, "runs": t.runs]
+                if let g = t.gflops { entry["gflops"] = g }
+                if let tt = torchTimes[t.name] { entry["torch_median_ms"] = tt; entry["ratio_to_torch"] = t.medianMilliseconds / tt }
+                if t.name.hasPrefix("matmul_"), let r = raw["raw_sgemm_" + t.name.dropFirst("matmul_".count)] { entry["ratio_to_raw_sgemm"] = t.medianMilliseconds / r }
+                ops[t.name] = entry
+            }
+            let object: [String: Any] = ["kinema_version": kinemaVersion, "threads": backend.threads, "blas": BLAS.configuration, "ops": ops]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+            return
+        }
+        guard !torchTimes.isEmpty || timings.contains(where: { $0.name.hasPrefix("matmul_") }) else { return }
+        print("")
+        print("op                                    kinema ms   torch ms   kinema/torch   kinema/raw sgemm")
+        for t in timings where !t.name.hasPrefix("raw_") {
+            let tt = torchTimes[t.name]
+            let rawRatio = t.name.hasPrefix("matmul_") ? raw["raw_sgemm_" + t.name.dropFirst("matmul_".count)].map { t.medianMilliseconds / $0 } : nil
+            print(String(format: "%-36@ %10.2f %10@ %14@ %18@", t.name, t.medianMilliseconds,
+                         tt.map { String(format: "%.2f", $0) } ?? "-", tt.map { String(format: "%.2f", t.medianMilliseconds / $0) } ?? "-",
+                         rawRatio.map { String(format: "%.2f", $0) } ?? "-"))
+        }
+    }
+
+    /// Runs the torch side and returns its medians by op name.
+    func runTorch(python: String, threads: Int, selected: Set<String>) throws -> [String: Double] {
+        guard FileManager.default.fileExists(atPath: torchScript) else {
+            throw CLIError("\(torchScript) not found; run from the repository root or pass --torch-script PATH")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        var arguments = [torchScript, "--threads", String(threads), "--runs", String(runs)]
+        let torchOps = selected.filter { !$0.hasPrefix("raw_") }
+        if !torchOps.isEmpty { arguments += ["--only", torchOps.sorted().joined(separator: ",")] }
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        do { try process.run() } catch { throw CLIError("could not start \(python): \(error.localizedDescription)") }
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0,
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let ops = object["ops"] as? [String: [String: Any]] else {
+            throw CLIError("\(python) \(torchScript) failed (exit \(process.terminationStatus)); is torch installed for that interpreter?")
+        }
+        return ops.compactMapValues { $0["median_ms"] as? Double }
+    }
+}
