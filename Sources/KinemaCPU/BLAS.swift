@@ -16,6 +16,20 @@ public enum BLAS {
 
     static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
 
+    /// The kernel family OpenBLAS should be told to use, when its own CPU detection fell back to
+    /// generic SSE kernels on a CPU that has AVX2 and FMA (OpenBLAS 0.3.21, Debian 12's, does not
+    /// know recent Xeons and picks "Prescott", 6× slower). nil when detection worked or the user
+    /// already chose with OPENBLAS_CORETYPE. Haswell rather than SkylakeX: on some of these
+    /// CPUs 0.3.21's AVX-512 kernels are known to misbehave.
+    public static var suggestedCoreType: String? {
+        guard ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil,
+              ["Prescott", "Core2", "Katmai", "Coppermine", "Northwood", "Banias", "Unknown"].contains(coreName),
+              let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let flags = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") })?.split(separator: " ")
+        else { return nil }
+        return flags.contains("avx2") && flags.contains("fma") ? "Haswell" : nil
+    }
+
     /// Row-major `C = alpha · op(A) · op(B) + beta · C`.
     @inline(__always)
     static func sgemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,

@@ -6,20 +6,23 @@ let vectorWidth = 8
 
 @inline(__always)
 func vexp(_ input: Vector) -> Vector {
-    let x = input.clamped(lowerBound: Vector(repeating: -87.336_544), upperBound: Vector(repeating: 88.376_26))
+    // Clamp and convert without the generic SIMD helpers (pointwiseMin, init(_:rounding:)),
+    // which the compiler leaves as calls; these forms become single AVX instructions.
+    var x = input.replacing(with: -87.336_544, where: input .< -87.336_544)
+    x.replace(with: 88.376_26, where: x .> 88.376_26)
     // n = round(x / ln 2); r = x - n ln 2 (in two parts for precision).
     let n = (x * 1.442_695_04 + 0.5).rounded(.down)
     let r = x - n * 0.693_359_375 + n * 2.121_944_4e-4
-    var p: Vector = Vector(repeating: 1.987_569_15e-4)
-    p = p * r + 1.398_199_95e-3
-    p = p * r + 8.333_451_9e-3
-    p = p * r + 4.166_579_59e-2
-    p = p * r + 1.666_666_55e-1
-    p = p * r + 5.000_000_12e-1
-    p = p * (r * r) + r + 1
-    // 2^n through the exponent bits.
-    let bits = (SIMD8<Int32>(n) &+ 127) &<< 23
-    return p * unsafeBitCast(bits, to: Vector.self)
+    var p = Vector(repeating: 1.987_569_15e-4)
+    p = Vector(repeating: 1.398_199_95e-3).addingProduct(p, r)
+    p = Vector(repeating: 8.333_451_9e-3).addingProduct(p, r)
+    p = Vector(repeating: 4.166_579_59e-2).addingProduct(p, r)
+    p = Vector(repeating: 1.666_666_55e-1).addingProduct(p, r)
+    p = Vector(repeating: 5.000_000_12e-1).addingProduct(p, r)
+    p = (r + 1).addingProduct(p, r * r)
+    // 2^n through the exponent bits; n is integral, so adding 1.5·2²³ puts it in the low bits.
+    let integer = unsafeBitCast(n + 12_582_912, to: SIMD8<Int32>.self) &- 0x4B40_0000
+    return p * unsafeBitCast((integer &+ 127) &<< 23, to: Vector.self)
 }
 
 @inline(__always)
@@ -32,10 +35,10 @@ func verf(_ x: Vector) -> Vector {
     let ax = x.replacing(with: -x, where: x .< 0)
     let t = 1 / (1 + 0.327_591_1 * ax)
     var p = Vector(repeating: 1.061_405_429)
-    p = p * t - 1.453_152_027
-    p = p * t + 1.421_413_741
-    p = p * t - 0.284_496_736
-    p = p * t + 0.254_829_592
+    p = Vector(repeating: -1.453_152_027).addingProduct(p, t)
+    p = Vector(repeating: 1.421_413_741).addingProduct(p, t)
+    p = Vector(repeating: -0.284_496_736).addingProduct(p, t)
+    p = Vector(repeating: 0.254_829_592).addingProduct(p, t)
     let y = 1 - p * t * vexp(-ax * ax)
     return y.replacing(with: -y, where: x .< 0)
 }
@@ -99,7 +102,7 @@ func squaredDeviationSum(_ p: UnsafePointer<Float>, _ count: Int, mean: Float) -
     var acc = Vector()
     let m = Vector(repeating: mean)
     var i = 0
-    while i + vectorWidth <= count { let d = loadVector(p + i) - m; acc += d * d; i += vectorWidth }
+    while i + vectorWidth <= count { let d = loadVector(p + i) - m; acc = acc.addingProduct(d, d); i += vectorWidth }
     var sum = acc.sum()
     while i < count { let d = p[i] - mean; sum += d * d; i += 1 }
     return sum
@@ -110,7 +113,7 @@ func squaredDeviationSum(_ p: UnsafePointer<Float>, _ count: Int, mean: Float) -
 func maxVectors(_ p: UnsafePointer<Float>, _ count: Int) -> Float {
     var acc = Vector(repeating: -.infinity)
     var i = 0
-    while i + vectorWidth <= count { acc = pointwiseMax(acc, loadVector(p + i)); i += vectorWidth }
+    while i + vectorWidth <= count { let v = loadVector(p + i); acc.replace(with: v, where: v .> acc); i += vectorWidth }
     var result = acc.max()
     while i < count { result = max(result, p[i]); i += 1 }
     return result

@@ -59,7 +59,7 @@ struct BenchOps: ParsableCommand {
         let selected = Set(only.map { $0.split(separator: ",").map(String.init) } ?? [])
         if !json { print("Kinema \(kinemaVersion), cpu, \(backend.threads) threads, \(BLAS.configuration)") }
         let timings = OpBenchmark(backend: backend).run(runs: runs, only: selected) { t in
-            if !json { print(String(format: "  %-36@ %9.2f ms", t.name, t.medianMilliseconds) + (t.gflops.map { String(format: "  %6.1f GFLOP/s", $0) } ?? "")) }
+            if !json { print("  " + pad(t.name, 36) + String(format: "%9.2f ms", t.medianMilliseconds) + (t.gflops.map { String(format: "  %6.1f GFLOP/s", $0) } ?? "")) }
         }
         var torchTimes: [String: Double] = [:]
         if let torch {
@@ -85,10 +85,16 @@ struct BenchOps: ParsableCommand {
         for t in timings where !t.name.hasPrefix("raw_") {
             let tt = torchTimes[t.name]
             let rawRatio = t.name.hasPrefix("matmul_") ? raw["raw_sgemm_" + t.name.dropFirst("matmul_".count)].map { t.medianMilliseconds / $0 } : nil
-            print(String(format: "%-36@ %10.2f %10@ %14@ %18@", t.name, t.medianMilliseconds,
-                         tt.map { String(format: "%.2f", $0) } ?? "-", tt.map { String(format: "%.2f", t.medianMilliseconds / $0) } ?? "-",
-                         rawRatio.map { String(format: "%.2f", $0) } ?? "-"))
+            print(pad(t.name, 36) + pad(String(format: "%.2f", t.medianMilliseconds), 12, left: true)
+                  + pad(tt.map { String(format: "%.2f", $0) } ?? "-", 11, left: true)
+                  + pad(tt.map { String(format: "%.2f", t.medianMilliseconds / $0) } ?? "-", 15, left: true)
+                  + pad(rawRatio.map { String(format: "%.2f", $0) } ?? "-", 19, left: true))
         }
+    }
+
+    func pad(_ text: String, _ width: Int, left: Bool = false) -> String {
+        let fill = String(repeating: " ", count: max(0, width - text.count))
+        return left ? fill + text : text + fill
     }
 
     /// Runs the torch side and returns its medians by op name.

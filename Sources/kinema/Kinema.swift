@@ -1,5 +1,7 @@
 import ArgumentParser
+import Foundation
 import KinemaCore
+import KinemaCPU
 
 @main
 struct Kinema: ParsableCommand {
@@ -20,6 +22,22 @@ struct Kinema: ParsableCommand {
         version: kinemaVersion,
         subcommands: [Inspect.self, SelfTestCommand.self, Bench.self]
     )
+
+    static func main() {
+        selectBLASKernels()
+        main(nil)
+    }
+
+    /// OpenBLAS picks its kernels when it is loaded, from OPENBLAS_CORETYPE or its own CPU
+    /// detection. Where detection fell back to generic kernels, start this process again with the
+    /// variable set (once: the restarted process finds it set).
+    static func selectBLASKernels() {
+        guard let coreType = BLAS.suggestedCoreType else { return }
+        setenv("OPENBLAS_CORETYPE", coreType, 1)
+        let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
+        execv("/proc/self/exe", arguments)
+        // execv returns only on failure: carry on with the generic kernels.
+    }
 }
 
 /// An error the CLI reports as `Error: <message>` with a non-zero exit status.
