@@ -1,0 +1,36 @@
+# Shared by ./test.sh and ./start_app.sh: install what a fresh Debian/Ubuntu machine lacks.
+# Sourced, not run.
+
+# Debian packages Kinema needs to build and run.
+KINEMA_APT_PACKAGES="libopenblas-dev pkg-config ffmpeg"
+
+kinema_install_system_packages() {
+    local missing=()
+    for package in $KINEMA_APT_PACKAGES; do
+        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "Installing ${missing[*]} ..."
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ! command -v swift >/dev/null 2>&1; then
+        if [ -x /opt/swift/usr/bin/swift ]; then
+            export PATH="/opt/swift/usr/bin:$PATH"
+        else
+            echo "error: no Swift toolchain found. Install Swift 6 (https://www.swift.org/install/linux/) and run this again." >&2
+            exit 1
+        fi
+    fi
+}
+
+# Debian 12's OpenBLAS (0.3.21) does not recognise recent Xeon/EPYC CPUs and falls back to
+# generic SSE kernels; the kinema executable corrects this itself, but test processes load
+# OpenBLAS directly, so choose its AVX2 kernels here when the CPU has them.
+kinema_select_blas_kernels() {
+    if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
+        export OPENBLAS_CORETYPE=Haswell
+    fi
+}
