@@ -28,14 +28,20 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         .target(name: "KinemaCPU", dependencies: ["KinemaCore", "CBLAS"], swiftSettings: engineFlags),
+        .target(name: "KinemaModels", dependencies: ["KinemaCore"], swiftSettings: engineFlags),
+        .target(name: "KinemaPipeline", dependencies: ["KinemaModels", "KinemaCore"], swiftSettings: engineFlags),
         .executableTarget(
             name: "kinema",
             dependencies: [
-                "KinemaCore", "KinemaCPU",
+                "KinemaCore", "KinemaCPU", "KinemaModels", "KinemaPipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
+        .testTarget(name: "KinemaModelsTests", dependencies: ["KinemaModels", "KinemaCore", "KinemaCPU"],
+                    exclude: ["Fixtures"], swiftSettings: [.swiftLanguageMode(.v5)]),
+        .testTarget(name: "KinemaPipelineTests", dependencies: ["KinemaPipeline", "KinemaModels", "KinemaCore", "KinemaCPU"],
+                    exclude: ["Fixtures"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KinemaCLITests", dependencies: ["kinema", "KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KinemaCoreTests", dependencies: ["KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(

@@ -10,7 +10,7 @@ kinema_select_blas_kernels
 
 echo "== swift test"
 swift build --build-tests
-swift test --skip-build
+swift test --skip-build --disable-swift-testing
 
 echo "== kinema selftest (release)"
 swift build -c release --product kinema
