@@ -21,8 +21,8 @@ public struct CPUWorkspacePolicy: WorkspacePolicy {
                                              bandBytes: convolutionBandBytes) else { return 0 }
             return band.columnRows * band.bandPixels * 4
         case .attention(let g):
-            if AttentionPlan.usesSmallPath(g) { return threads * g.queries * g.keys * 4 }
-            return g.queryChunk * g.keys * 4
+            if AttentionPlan.usesSmallPath(g) { return threads * SmallAttentionLayout.floatsPerWorker(g) * 4 }
+            return (g.queryChunk * g.keys + g.queryChunk) * 4  // scores and row sums
         case .temporalConv(let weight):
             return weight.reduce(1, *) * 4
         }

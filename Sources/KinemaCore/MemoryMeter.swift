@@ -84,7 +84,18 @@ public protocol Allocator: AnyObject, Sendable {
 /// Host memory, 64-byte aligned (a cache line, and AVX-512 loads).
 public final class HostAllocator: Allocator, @unchecked Sendable {
     public let meter = MemoryMeter()
-    public init() {}
+    public init() { _ = Self.keepFreedMemory }
+
+    /// glibc returns large blocks to the kernel on free and maps them again on the next
+    /// allocation, so every op's output would pay a page fault per 4 KiB. Keeping freed memory in
+    /// the heap makes steady-state ops fault-free; the process's footprint is then the peak of
+    /// live tensors (which the planner predicts) plus fragmentation.
+    private static let keepFreedMemory: Void = {
+        #if os(Linux)
+        _ = glibcMallopt(-3, 1 << 30)  // M_MMAP_THRESHOLD
+        _ = glibcMallopt(-1, Int32.max)  // M_TRIM_THRESHOLD
+        #endif
+    }()
 
     public func allocate(byteCount: Int) -> UnsafeMutableRawPointer? {
         var pointer: UnsafeMutableRawPointer?
@@ -105,3 +116,9 @@ public final class MetaAllocator: Allocator, @unchecked Sendable {
     public func allocate(byteCount: Int) -> UnsafeMutableRawPointer? { nil }
     public func deallocate(_ pointer: UnsafeMutableRawPointer?, byteCount: Int) {}
 }
+
+#if os(Linux)
+/// glibc's `mallopt` (declared in malloc.h, which the Glibc module does not export).
+@_silgen_name("mallopt")
+private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+#endif
