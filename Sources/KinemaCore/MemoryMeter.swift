@@ -92,7 +92,7 @@ public final class HostAllocator: Allocator, @unchecked Sendable {
     /// live tensors (which the planner predicts) plus fragmentation.
     private static let keepFreedMemory: Void = {
         #if os(Linux)
-        _ = glibcMallopt(-3, 1 << 30)  // M_MMAP_THRESHOLD
+        _ = glibcMallopt(-3, 32 << 20)  // M_MMAP_THRESHOLD, at glibc's maximum: larger blocks are still mapped
         _ = glibcMallopt(-1, Int32.max)  // M_TRIM_THRESHOLD
         #endif
     }()
