@@ -182,6 +182,19 @@ def upsample_nearest():
         x=x, out=F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def adaptive_avg_pool():
+    # Down with uneven, overlapping bins (11 -> 4) and up (3 -> 8), as the UNet's context pooling.
+    x = randn(2, 3, 11, 3)
+    put("adaptive_avg_pool", {"output_size": [4, 8]}, x=x, out=F.adaptive_avg_pool2d(x, (4, 8)))
+
+
+def exp_and_clamp():
+    x = randn(1000, scale=10.0)
+    put("exp", {}, x=x, out=torch.exp(x))
+    x = randn(1000, scale=30.0)
+    put("clamp", {"min": -30.0, "max": 20.0}, x=x, out=torch.clamp(x, -30.0, 20.0))
+
+
 # ---------------------------------------------------------------- main
 
 def canonicalize_header(path):
@@ -228,6 +241,8 @@ def main():
     softmax()
     timestep_embedding()
     upsample_nearest()
+    adaptive_avg_pool()
+    exp_and_clamp()
 
     meta["format"] = json.dumps({"generator": "tools/make_op_fixtures.py", "seed": 1234,
                                  "torch_version": torch.__version__, "dtype": "float32"})

@@ -19,6 +19,7 @@ extension CPUBackend {
         case .silu: map(input, output) { vsilu($0) }
         case .gelu: map(input, output) { vgelu($0) }
         case .quickGelu: map(input, output) { vquickGelu($0) }
+        case .exp: map(input, output) { vexp($0) }
         }
     }
 
@@ -26,6 +27,15 @@ extension CPUBackend {
         requireF32(input, op: "affine")
         let s = Vector(repeating: scale), b = Vector(repeating: shift)
         map(input, output) { $0 * s + b }
+    }
+
+    public func clampKernel(_ input: Tensor, lower: Float, upper: Float, into output: Tensor) {
+        requireF32(input, op: "clamp")
+        map(input, output) { x in
+            var y = x.replacing(with: lower, where: x .< lower)
+            y.replace(with: upper, where: y .> upper)
+            return y
+        }
     }
 
     @inline(__always)

@@ -62,6 +62,27 @@ extension CPUBackend {
         }
     }
 
+    public func adaptiveAveragePoolKernel(_ input: Tensor, into output: Tensor) {
+        requireF32(input, op: "adaptiveAveragePool")
+        let planes = input.shape[0] * input.shape[1], h = input.shape[2], w = input.shape[3]
+        let oh = output.shape[2], ow = output.shape[3]
+        let x = input.pointer(Float.self), y = output.pointer(Float.self)
+        parallelFor(planes, threads: threads) { range in
+            for plane in range {
+                let source = x + plane * h * w, target = y + plane * oh * ow
+                for i in 0..<oh {
+                    let y0 = i * h / oh, y1 = ((i + 1) * h + oh - 1) / oh
+                    for j in 0..<ow {
+                        let x0 = j * w / ow, x1 = ((j + 1) * w + ow - 1) / ow
+                        var sum: Float = 0
+                        for yy in y0..<y1 { for xx in x0..<x1 { sum += source[yy * w + xx] } }
+                        target[i * ow + j] = sum / Float((y1 - y0) * (x1 - x0))
+                    }
+                }
+            }
+        }
+    }
+
     public func embeddingKernel(ids: [Int], table: Tensor, into output: Tensor) {
         let width = table.shape[1]
         for (row, id) in ids.enumerated() {

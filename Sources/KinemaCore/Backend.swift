@@ -47,6 +47,7 @@ public enum UnaryOp: String, Sendable, CaseIterable {
     case gelu
     /// `x · sigmoid(1.702 x)` (CLIP's quick_gelu).
     case quickGelu
+    case exp
 }
 
 /// Elementwise functions of two tensors, with numpy broadcasting of the second onto the first.
@@ -105,6 +106,9 @@ public protocol Backend: AnyObject {
                          causal: Bool, scale: Float, workspace: Tensor?, into output: Tensor)
     func unaryKernel(_ op: UnaryOp, _ input: Tensor, into output: Tensor)
     func affineKernel(_ input: Tensor, scale: Float, shift: Float, into output: Tensor)
+    func clampKernel(_ input: Tensor, lower: Float, upper: Float, into output: Tensor)
+    /// torch's AdaptiveAvgPool2d on (N, C, H, W): output cell i spans [⌊i·H/oh⌋, ⌈(i+1)·H/oh⌉).
+    func adaptiveAveragePoolKernel(_ input: Tensor, into output: Tensor)
     func gegluKernel(_ input: Tensor, into output: Tensor)
     func binaryKernel(_ op: BinaryOp, _ a: Tensor, _ b: Tensor, into output: Tensor)
     func concatKernel(_ inputs: [Tensor], axis: Int, into output: Tensor)

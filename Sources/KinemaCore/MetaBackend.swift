@@ -30,6 +30,8 @@ public final class MetaBackend: Backend {
                                 causal: Bool, scale: Float, workspace: Tensor?, into output: Tensor) {}
     public func unaryKernel(_ op: UnaryOp, _ input: Tensor, into output: Tensor) {}
     public func affineKernel(_ input: Tensor, scale: Float, shift: Float, into output: Tensor) {}
+    public func clampKernel(_ input: Tensor, lower: Float, upper: Float, into output: Tensor) {}
+    public func adaptiveAveragePoolKernel(_ input: Tensor, into output: Tensor) {}
     public func gegluKernel(_ input: Tensor, into output: Tensor) {}
     public func binaryKernel(_ op: BinaryOp, _ a: Tensor, _ b: Tensor, into output: Tensor) {}
     public func concatKernel(_ inputs: [Tensor], axis: Int, into output: Tensor) {}

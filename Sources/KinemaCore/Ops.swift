@@ -164,6 +164,21 @@ extension Backend {
         return output
     }
 
+    /// `min(max(input, lower), upper)`.
+    public func clamp(_ input: Tensor, lower: Float, upper: Float) -> Tensor {
+        let output = empty(input.shape, dtype: input.dtype, op: "clamp")
+        clampKernel(input, lower: lower, upper: upper, into: output)
+        return output
+    }
+
+    /// torch's `AdaptiveAvgPool2d((height, width))` on (N, C, H, W).
+    public func adaptiveAveragePool(_ input: Tensor, height: Int, width: Int) -> Tensor {
+        precondition(input.rank == 4 && height > 0 && width > 0, "adaptiveAveragePool: input \(input.shape) to \(height)x\(width)")
+        let output = empty([input.shape[0], input.shape[1], height, width], dtype: input.dtype, op: "adaptiveAveragePool")
+        adaptiveAveragePoolKernel(input, into: output)
+        return output
+    }
+
     /// diffusers' GEGLU after its projection: (…, 2D) → (…, D), first half the value, second half
     /// the gate: `value · gelu(gate)`.
     public func geglu(_ input: Tensor) -> Tensor {

@@ -1,3 +1,4 @@
+import Foundation
 import KinemaCore
 import KinemaCPU
 import XCTest
@@ -143,6 +144,26 @@ final class CPUOpTests: XCTestCase {
         assertClose(cpu.quickGelu(x).floats(), xv.map(ReferenceOps.quickGelu), atol: 1e-6, rtol: 1e-5, seed)
         assertClose(cpu.silu(x).floats(), xv.map(ReferenceOps.silu), atol: 1e-6, rtol: 1e-5, seed)
         assertClose(cpu.affine(x, scale: 0.5, shift: -2).floats(), xv.map { $0 * 0.5 - 2 }, atol: 1e-6, seed)
+    }
+
+    func testExpAndClamp() {
+        let (x, xv) = tensor([random.int(in: 1...300)], scale: 8)
+        assertClose(cpu.unary(.exp, x).floats(), xv.map { Float(Foundation.exp(Double($0))) }, atol: 1e-7, rtol: 2e-6, seed)
+        assertClose(cpu.clamp(x, lower: -1.5, upper: 2).floats(), xv.map { min(max($0, -1.5), 2) }, atol: 0, rtol: 0, seed)
+    }
+
+    func testAdaptiveAveragePoolUsesTorchsBins() {
+        let h = random.int(in: 1...13), w = random.int(in: 1...13), oh = random.int(in: 1...9), ow = random.int(in: 1...9)
+        let (x, xv) = tensor([2, 3, h, w])
+        var expected: [Float] = []
+        for plane in 0..<6 { for i in 0..<oh { for j in 0..<ow {
+            let y0 = Int((Double(i * h) / Double(oh)).rounded(.down)), y1 = Int((Double((i + 1) * h) / Double(oh)).rounded(.up))
+            let x0 = Int((Double(j * w) / Double(ow)).rounded(.down)), x1 = Int((Double((j + 1) * w) / Double(ow)).rounded(.up))
+            var sum = 0.0
+            for yy in y0..<y1 { for xx in x0..<x1 { sum += Double(xv[plane * h * w + yy * w + xx]) } }
+            expected.append(Float(sum / Double((y1 - y0) * (x1 - x0))))
+        }}}
+        assertClose(cpu.adaptiveAveragePool(x, height: oh, width: ow).floats(), expected, atol: 1e-6, seed)
     }
 
     func testGEGLUTakesTheValueFromTheFirstHalf() {

@@ -72,6 +72,9 @@ final class TorchFixtureTests: XCTestCase {
         try check("silu", cpu.silu(try t("silu.x")), atol: 1e-6)
         try check("geglu", cpu.geglu(try t("geglu.x")), atol: 1e-6)
         try check("upsample_nearest", cpu.upsampleNearest(try t("upsample_nearest.x")), atol: 0, rtol: 0)
+        try check("adaptive_avg_pool", cpu.adaptiveAveragePool(try t("adaptive_avg_pool.x"), height: 4, width: 8), atol: 1e-6)
+        try check("exp", cpu.unary(.exp, try t("exp.x")), atol: 1e-6, rtol: 2e-6)
+        try check("clamp", cpu.clamp(try t("clamp.x"), lower: -30, upper: 20), atol: 0, rtol: 0)
         let timesteps = try t("timestep_embedding.timesteps").floats()
         try check("timestep_embedding", cpu.timestepEmbedding(timesteps, parameters: .init(dimension: 320, flipSinToCos: true, downscaleFreqShift: 0)),
                   atol: 2e-6)
