@@ -46,18 +46,20 @@ extension CPUBackend {
         if input.dtype.size == 4 { run(Float.self) } else { run(UInt16.self) }
     }
 
-    public func upsampleNearestKernel(_ input: Tensor, factor: Int, into output: Tensor) {
+    public func upsampleNearestKernel(_ input: Tensor, into output: Tensor) {
         requireF32(input, op: "upsampleNearest")
         let planes = input.shape[0] * input.shape[1], h = input.shape[2], w = input.shape[3]
+        let oh = output.shape[2], ow = output.shape[3]
         let x = input.pointer(Float.self), y = output.pointer(Float.self)
-        let outW = w * factor
-        parallelFor(planes * h, threads: threads, minimumPerThread: max(1, 4096 / max(w, 1))) { range in
+        // As torch: source = min(floor(destination · (in / out)), in − 1), the scale in f32.
+        let scaleY = Float(h) / Float(oh), scaleX = Float(w) / Float(ow)
+        let columns = (0..<ow).map { min(Int((Float($0) * scaleX).rounded(.down)), w - 1) }
+        parallelFor(planes * oh, threads: threads, minimumPerThread: max(1, 4096 / max(ow, 1))) { range in
             for row in range {
-                let plane = row / h, iy = row % h
-                let source = x + row * w
-                let first = y + (plane * h * factor + iy * factor) * outW
-                for ix in 0..<w { for r in 0..<factor { first[ix * factor + r] = source[ix] } }
-                for r in 1..<max(factor, 1) { (first + r * outW).update(from: first, count: outW) }
+                let plane = row / oh, oy = row % oh
+                let iy = min(Int((Float(oy) * scaleY).rounded(.down)), h - 1)
+                let source = x + (plane * h + iy) * w, target = y + row * ow
+                for ox in 0..<ow { target[ox] = source[columns[ox]] }
             }
         }
     }

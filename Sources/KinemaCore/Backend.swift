@@ -113,7 +113,7 @@ public protocol Backend: AnyObject {
     func binaryKernel(_ op: BinaryOp, _ a: Tensor, _ b: Tensor, into output: Tensor)
     func concatKernel(_ inputs: [Tensor], axis: Int, into output: Tensor)
     func permuteKernel(_ input: Tensor, order: [Int], into output: Tensor)
-    func upsampleNearestKernel(_ input: Tensor, factor: Int, into output: Tensor)
+    func upsampleNearestKernel(_ input: Tensor, into output: Tensor)
     func embeddingKernel(ids: [Int], table: Tensor, into output: Tensor)
     func timestepEmbeddingKernel(_ timesteps: [Float], parameters: TimestepEmbeddingParameters, into output: Tensor)
 }

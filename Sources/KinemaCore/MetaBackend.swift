@@ -36,7 +36,7 @@ public final class MetaBackend: Backend {
     public func binaryKernel(_ op: BinaryOp, _ a: Tensor, _ b: Tensor, into output: Tensor) {}
     public func concatKernel(_ inputs: [Tensor], axis: Int, into output: Tensor) {}
     public func permuteKernel(_ input: Tensor, order: [Int], into output: Tensor) {}
-    public func upsampleNearestKernel(_ input: Tensor, factor: Int, into output: Tensor) {}
+    public func upsampleNearestKernel(_ input: Tensor, into output: Tensor) {}
     public func embeddingKernel(ids: [Int], table: Tensor, into output: Tensor) {}
     public func timestepEmbeddingKernel(_ timesteps: [Float], parameters: TimestepEmbeddingParameters, into output: Tensor) {}
 }

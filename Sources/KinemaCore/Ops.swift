@@ -238,9 +238,15 @@ extension Backend {
     /// Nearest-neighbour upsampling of (N, C, H, W) by an integer factor.
     public func upsampleNearest(_ input: Tensor, factor: Int = 2) -> Tensor {
         precondition(input.rank == 4 && factor >= 1, "upsampleNearest: input \(input.shape), factor \(factor)")
-        let output = empty([input.shape[0], input.shape[1], input.shape[2] * factor, input.shape[3] * factor],
-                           dtype: input.dtype, op: "upsampleNearest")
-        upsampleNearestKernel(input, factor: factor, into: output)
+        return upsampleNearest(input, height: input.shape[2] * factor, width: input.shape[3] * factor)
+    }
+
+    /// torch's `F.interpolate(mode="nearest", size=(height, width))` on (N, C, H, W): output
+    /// pixel d reads input pixel min(⌊d · in/out⌋, in − 1), the scale computed in f32.
+    public func upsampleNearest(_ input: Tensor, height: Int, width: Int) -> Tensor {
+        precondition(input.rank == 4 && height > 0 && width > 0, "upsampleNearest: input \(input.shape) to \(height)x\(width)")
+        let output = empty([input.shape[0], input.shape[1], height, width], dtype: input.dtype, op: "upsampleNearest")
+        upsampleNearestKernel(input, into: output)
         return output
     }
 
