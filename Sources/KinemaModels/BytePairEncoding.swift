@@ -33,7 +33,8 @@ struct BytePairEncoding: Sendable {
         vocabularySource: String, mergesSource: String
     ) throws(TokenizerError) {
         for (token, id) in vocabulary where !(0...Int(Int32.max)).contains(id) {
-            throw TokenizerError("\(vocabularySource): token \(TokenizerError.quoted(token)) has id \(id); ids must lie in 0...\(Int32.max)")
+            throw TokenizerError(
+                "\(vocabularySource): token \(TokenizerError.quoted(token)) has id \(id); ids must lie in 0...\(Int32.max)")
         }
         let alphabet = Self.byteAlphabet
         byteSymbols = alphabet.map { Int32(vocabulary[String($0)] ?? unknownID) }
@@ -45,8 +46,9 @@ struct BytePairEncoding: Sendable {
             guard let leftID = vocabulary[left], let rightID = vocabulary[right],
                   let mergedID = vocabulary[left + right] else {
                 let missing = vocabulary[left] == nil ? left : vocabulary[right] == nil ? right : left + right
+                let rule = TokenizerError.quoted(left) + " " + TokenizerError.quoted(right)
                 throw TokenizerError(
-                    "\(mergesSource): merge \(rank + 1) (\(TokenizerError.quoted(left)) \(TokenizerError.quoted(right))) needs \(TokenizerError.quoted(missing)), "
+                    "\(mergesSource): merge \(rank + 1) (\(rule)) needs \(TokenizerError.quoted(missing)), "
                         + "which is not in \(vocabularySource)")
             }
             table[Self.key(Int32(leftID), Int32(rightID))] = Merge(rank: Int32(rank), mergedID: Int32(mergedID))

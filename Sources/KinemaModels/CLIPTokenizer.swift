@@ -7,16 +7,19 @@ import Foundation
 /// A prompt goes through these steps, each matching the reference:
 /// 1. The special tokens (`<|startoftext|>`, `<|endoftext|>`) are found in the raw text and become
 ///    their ids; the text between them is processed on its own.
-/// 2. Normalization: NFC, then lower-casing one code point at a time (so a final `Σ` becomes `σ`,
-///    not `ς`). The reference also collapses whitespace runs to one space, which step 3 makes moot.
+/// 2. Normalization: NFC (as with the reference's Unicode 9.0 tables), then lower-casing one code
+///    point at a time (so a final `Σ` becomes `σ`, not `ς`). The reference also collapses whitespace
+///    runs to one space, which step 3 makes moot.
 /// 3. Pre-tokenization with CLIP's pattern
 ///    `<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+`,
 ///    dropping whitespace: letter runs, single digits, runs of anything else.
 /// 4. Byte-level BPE of each piece's UTF-8 bytes with the `</w>` end-of-word suffix.
 ///
-/// transformers 4's slow `CLIPTokenizer`, which older diffusers setups used, differs: it ran
-/// `ftfy.fix_text` (or BERT's `BasicTokenizer` without ftfy) and `html.unescape` before lower-casing,
-/// so `&amp;` became `&`, and it did not apply NFC. transformers 5 no longer has that class.
+/// transformers 4's slow `CLIPTokenizer`, which older diffusers setups loaded, gives other ids for
+/// some prompts: with ftfy installed it first ran `ftfy.fix_text` (unescaping `&amp;`, straightening
+/// `’`), without it BERT's `BasicTokenizer` (dropping control and format characters such as U+200D,
+/// making each CJK ideograph its own word), and it lower-cased with Python's `str.lower` (a final `Σ`
+/// becomes `ς`). transformers 5 has no slow class, so these are not reproduced.
 public struct CLIPTokenizer: Sendable {
     /// The id of `<|startoftext|>` in CLIP's released 49,408-token vocabulary. A loaded tokenizer
     /// takes its ids from its own vocabulary (``startOfTextID``).
@@ -95,7 +98,8 @@ public struct CLIPTokenizer: Sendable {
         }
         func id(of token: String, role: String) throws(TokenizerError) -> Int {
             guard let id = vocabulary[token] else {
-                throw TokenizerError("\(vocabularySource): the \(role) token \(TokenizerError.quoted(token)) is not in the vocabulary")
+                throw TokenizerError(
+                    "\(vocabularySource): the \(role) token \(TokenizerError.quoted(token)) is not in the vocabulary")
             }
             return id
         }
@@ -109,9 +113,12 @@ public struct CLIPTokenizer: Sendable {
             vocabularySource: vocabularySource, mergesSource: mergesSource)
 
         var specialTokens: [SpecialToken] = []
-        for (token, id) in [(startOfText, startOfTextID), (endOfText, endOfTextID), (padding, paddingID), (unknown, unknownID)]
-        where !token.isEmpty && !specialTokens.contains(where: { $0.id == id }) {
-            specialTokens.append(SpecialToken(scalars: Array(token.unicodeScalars), id: id))
+        let named = [(startOfText, startOfTextID), (endOfText, endOfTextID), (padding, paddingID), (unknown, unknownID)]
+        for (token, id) in named where !token.isEmpty {
+            let scalars = Array(token.unicodeScalars)
+            if !specialTokens.contains(where: { $0.scalars == scalars }) {
+                specialTokens.append(SpecialToken(scalars: scalars, id: id))
+            }
         }
         // The reference matches the longest special token first where two start at the same place.
         self.specialTokens = specialTokens.sorted { $0.scalars.count > $1.scalars.count }
@@ -124,7 +131,7 @@ public struct CLIPTokenizer: Sendable {
         var segmentStart = 0
         var index = 0
         while index < scalars.count {
-            guard let special = specialTokens.first(where: { scalars[index...].starts(with: $0.scalars) }) else {
+            guard let special = specialTokens.first(where: { scalars.contains($0.scalars, at: index) }) else {
                 index += 1
                 continue
             }
@@ -150,13 +157,9 @@ public struct CLIPTokenizer: Sendable {
     /// Normalizes and pre-tokenizes text holding no special token, and appends its BPE ids.
     private func appendTextIDs(_ segment: ArraySlice<Unicode.Scalar>, to ids: inout [Int]) {
         guard !segment.isEmpty else { return }
-        var text = String.UnicodeScalarView()
-        text.append(contentsOf: segment)
-        // NFC runs on each segment between special tokens, as in the reference.
-        let normalized = String(text).precomposedStringWithCanonicalMapping
         var scalars: [Unicode.Scalar] = []
-        scalars.reserveCapacity(normalized.unicodeScalars.count)
-        for scalar in normalized.unicodeScalars {
+        scalars.reserveCapacity(segment.count)
+        for scalar in Self.referenceNFC(segment) {
             if scalar.isASCII {
                 scalars.append(Unicode.Scalar(UInt8(ascii: scalar).lowercasedASCII))
             } else {
@@ -174,18 +177,20 @@ public struct CLIPTokenizer: Sendable {
             ids += bytePairEncoding.encode(word)
         }
 
+        // CLIP's pattern, alternative by alternative, at each position not holding whitespace.
         var start = 0
         while start < scalars.count {
-            if let literal = Self.literalSpecialTokens.first(where: { scalars[start...].starts(with: $0) }) {
-                // The regex keeps `<|endoftext|>` whole, but the byte-level pre-tokenizer after it
+            if let literal = Self.literalSpecialTokens.first(where: { scalars.contains($0, at: start) }) {
+                // The pattern keeps `<|endoftext|>` whole, but the byte-level pre-tokenizer after it
                 // splits it again with GPT-2's pattern: `<|`, `endoftext`, `|>`.
+                let end = start + literal.count
                 appendWord(start..<(start + 2))
-                appendWord((start + 2)..<(start + literal.count - 2))
-                appendWord((start + literal.count - 2)..<(start + literal.count))
-                start += literal.count
+                appendWord((start + 2)..<(end - 2))
+                appendWord((end - 2)..<end)
+                start = end
                 continue
             }
-            if let contraction = Self.contractions.first(where: { scalars[start...].starts(with: $0) }) {
+            if let contraction = Self.contractions.first(where: { scalars.contains($0, at: start) }) {
                 appendWord(start..<(start + contraction.count))
                 start += contraction.count
                 continue
@@ -207,6 +212,42 @@ public struct CLIPTokenizer: Sendable {
         }
     }
 
+    /// NFC as the reference computes it, on one segment between special tokens.
+    ///
+    /// The reference's normalizer (`unicode-normalization-alignments`, a fork of the Rust crate) has
+    /// Unicode 9.0 tables: a code point assigned later is, for it, a starter that neither reorders,
+    /// decomposes nor composes. Normalization data of older code points never changes (Unicode's
+    /// stability policy), so normalizing the runs between such code points with current tables gives
+    /// the reference's result.
+    ///
+    /// Each run is decomposed by Foundation, then composed by the standard library, because neither
+    /// library is right alone: both misplace the marks a decomposition produces when marks of a
+    /// higher combining class precede it (`o` U+030A U+0F75 keeps U+030A first), and Foundation's
+    /// NFC also mangles an astral code point followed by a mark (U+1004B U+0327 becomes U+0136). The
+    /// standard library's NFC of already decomposed text orders and composes correctly
+    /// (`_nfcCodeUnits` is its public, if underscored, entry point).
+    private static func referenceNFC(_ segment: ArraySlice<Unicode.Scalar>) -> [Unicode.Scalar] {
+        if segment.allSatisfy(\.isASCII) { return Array(segment) }
+        var normalized: [Unicode.Scalar] = []
+        var run = String.UnicodeScalarView()
+        func flushRun() {
+            guard !run.isEmpty else { return }
+            let decomposed = String(run).decomposedStringWithCanonicalMapping
+            normalized.append(contentsOf: String(decoding: decomposed._nfcCodeUnits, as: UTF8.self).unicodeScalars)
+            run = String.UnicodeScalarView()
+        }
+        for scalar in segment {
+            if let age = scalar.properties.age, age.major <= 9 {
+                run.append(scalar)
+            } else {
+                flushRun()
+                normalized.append(scalar)
+            }
+        }
+        flushRun()
+        return normalized
+    }
+
     /// The pattern's literal alternatives; they apply after lower-casing, so `<|ENDOFTEXT|>` matches
     /// here although it is not a special token in the raw text.
     private static let literalSpecialTokens: [[Unicode.Scalar]] =
@@ -220,6 +261,15 @@ private enum CharacterClass: Equatable {
     case whitespace, letter, number, other
 
     init(_ scalar: Unicode.Scalar) {
+        if scalar.isASCII {
+            switch UInt8(ascii: scalar) {
+            case 0x09...0x0D, 0x20: self = .whitespace
+            case 0x30...0x39: self = .number
+            case 0x41...0x5A, 0x61...0x7A: self = .letter
+            default: self = .other
+            }
+            return
+        }
         let properties = scalar.properties
         if properties.isWhitespace {
             self = .whitespace
@@ -239,6 +289,15 @@ private enum CharacterClass: Equatable {
         default:
             self = .other
         }
+    }
+}
+
+private extension [Unicode.Scalar] {
+    /// Whether `pattern` occurs here starting at `index`.
+    func contains(_ pattern: [Unicode.Scalar], at index: Int) -> Bool {
+        guard !pattern.isEmpty, index + pattern.count <= count, self[index] == pattern[0] else { return false }
+        for offset in 1..<pattern.count where self[index + offset] != pattern[offset] { return false }
+        return true
     }
 }
 
@@ -301,7 +360,8 @@ private struct TokenizerSettings {
             } else if let content = (entry as? [String: Any])?["content"] as? String {
                 value = content
             } else {
-                throw TokenizerError("\(path): \(key) is \(entry); expected a token string or an object with a \"content\" string")
+                throw TokenizerError(
+                    "\(path): \(key) is \(entry); expected a token string or an object with a \"content\" string")
             }
         }
         try token("bos_token", into: &startOfText)
@@ -338,7 +398,8 @@ private struct TokenizerFiles {
         case (false, true):
             throw TokenizerError("\(vocabularyPath): missing; merges.txt needs the vocab.json beside it")
         case (false, false):
-            throw TokenizerError("\(folder): not a tokenizer folder; expected tokenizer.json, or vocab.json and merges.txt")
+            throw TokenizerError(
+                "\(folder): not a tokenizer folder; expected tokenizer.json, or vocab.json and merges.txt")
         }
     }
 
@@ -378,7 +439,8 @@ private struct TokenizerFiles {
         var vocabulary = [String: Int](minimumCapacity: object.count)
         for (token, value) in object {
             guard let id = value as? Int else {
-                throw TokenizerError("\(source): the id of \(TokenizerError.quoted(token)) is \(value); expected an integer")
+                throw TokenizerError(
+                    "\(source): the id of \(TokenizerError.quoted(token)) is \(value); expected an integer")
             }
             vocabulary[token] = id
         }
@@ -400,7 +462,8 @@ private struct TokenizerFiles {
             }
             if text.hasPrefix("#version") { continue }
             guard let pair = pair(text) else {
-                throw TokenizerError("\(path): line \(index + 1) is \(TokenizerError.quoted(text)); expected two tokens separated by one space")
+                throw TokenizerError(
+                    "\(path): line \(index + 1) is \(TokenizerError.quoted(text)); expected two tokens separated by one space")
             }
             merges.append(pair)
         }
@@ -409,9 +472,9 @@ private struct TokenizerFiles {
 
     /// `"left right"` split at its one space; nil when it has no space or more than one.
     private static func pair(_ rule: String) -> (String, String)? {
-        let parts = rule.split(separator: " ", omittingEmptySubsequences: false)
+        let parts = rule.unicodeScalars.split(separator: " ", omittingEmptySubsequences: false)
         guard parts.count == 2 else { return nil }
-        return (String(parts[0]), String(parts[1]))
+        return (String(String.UnicodeScalarView(parts[0])), String(String.UnicodeScalarView(parts[1])))
     }
 }
 

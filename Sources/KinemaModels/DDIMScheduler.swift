@@ -171,15 +171,20 @@ public struct DDIMScheduler: Sendable {
                 betas = cosineBetas(count: count)
             }
         }
+        if let bad = betas.firstIndex(where: { !(0...1).contains($0) }) {
+            throw SchedulerError(
+                "the scheduler config gives beta \(betas[bad]) at timestep \(bad), outside [0, 1]; "
+                    + "check beta_start, beta_end and trained_betas")
+        }
         if config.rescaleBetasZeroSnr {
             betas = rescaledToZeroTerminalSNR(betas)
+            guard betas.allSatisfy({ $0.isFinite }) else {
+                throw SchedulerError(
+                    "rescale_betas_zero_snr needs betas that are not all 0 and at least 2 timesteps (it divides by "
+                        + "sqrt(alphas_cumprod[0]) - sqrt(alphas_cumprod[-1]))")
+            }
         }
         let alphasCumprod = torchCumprod(betas.map { 1 - $0 })
-        if let bad = alphasCumprod.firstIndex(where: { !($0 >= 0 && $0 <= 1) }) {
-            throw SchedulerError(
-                "the scheduler config gives alphas_cumprod[\(bad)] = \(alphasCumprod[bad]), outside [0, 1]; "
-                    + "check beta_start, beta_end, trained_betas and rescale_betas_zero_snr (which needs betas that are not all 0)")
-        }
         if config.thresholding && !(0...1).contains(config.dynamicThresholdingRatio) {
             throw SchedulerError(
                 "dynamic_thresholding_ratio must be in [0, 1] (it is a quantile), got \(config.dynamicThresholdingRatio)")
@@ -268,36 +273,32 @@ public struct DDIMScheduler: Sendable {
             }
         }
         if config.thresholding {
-            guard batch >= 1, !sample.isEmpty, sample.count % batch == 0 else {
-                throw SchedulerError("dynamic thresholding needs a batch of at least 1 that divides the sample's "
-                                     + "\(sample.count) values (at least 1), got batch \(batch)")
+            guard !sample.isEmpty, batch >= 1, sample.count % batch == 0 else {
+                throw SchedulerError("dynamic thresholding works per sample: batch \(batch) must be at least 1 and "
+                                     + "divide the \(sample.count) values (which must not be empty)")
             }
         }
 
         // Each scalar is a 0-d float32 tensor in diffusers, so every operation rounds to float32; `x ** 0.5`
-        // is torch's sqrt and `x ** 2` its x*x.
+        // is torch's sqrt (see `torchSqrt`) and `x ** 2` its x*x.
         let prevTimestep = timestep - count / steps
         let alphaProdT = alphasCumprod[timestep]
         let alphaProdTPrev = prevTimestep >= 0 ? alphasCumprod[prevTimestep] : finalAlphaCumprod
         let betaProdT = 1 - alphaProdT
-        let sqrtAlphaProdT = alphaProdT.squareRoot()
-        let sqrtBetaProdT = betaProdT.squareRoot()
+        let sqrtAlphaProdT = torchSqrt(alphaProdT)
+        let sqrtBetaProdT = torchSqrt(betaProdT)
 
-        var predOriginal = [Float](repeating: 0, count: sample.count)
-        var predEpsilon = [Float](repeating: 0, count: sample.count)
-        for i in sample.indices {
-            let x = sample[i], output = modelOutput[i]
-            switch config.predictionType {
-            case .epsilon:
-                predOriginal[i] = (x - sqrtBetaProdT * output) / sqrtAlphaProdT
-                predEpsilon[i] = output
-            case .sample:
-                predOriginal[i] = output
-                predEpsilon[i] = (x - sqrtAlphaProdT * output) / sqrtBetaProdT
-            case .vPrediction:
-                predOriginal[i] = sqrtAlphaProdT * x - sqrtBetaProdT * output
-                predEpsilon[i] = sqrtAlphaProdT * output + sqrtBetaProdT * x
-            }
+        var predOriginal: [Float], predEpsilon: [Float]
+        switch config.predictionType {
+        case .epsilon:
+            predOriginal = zip(sample, modelOutput).map { x, epsilon in (x - sqrtBetaProdT * epsilon) / sqrtAlphaProdT }
+            predEpsilon = modelOutput
+        case .sample:
+            predOriginal = modelOutput
+            predEpsilon = zip(sample, modelOutput).map { x, x0 in (x - sqrtAlphaProdT * x0) / sqrtBetaProdT }
+        case .vPrediction:
+            predOriginal = zip(sample, modelOutput).map { x, v in sqrtAlphaProdT * x - sqrtBetaProdT * v }
+            predEpsilon = zip(sample, modelOutput).map { x, v in sqrtAlphaProdT * v + sqrtBetaProdT * x }
         }
         if config.thresholding {
             applyDynamicThresholding(&predOriginal, batch: batch)
@@ -308,15 +309,14 @@ public struct DDIMScheduler: Sendable {
 
         let betaProdTPrev = 1 - alphaProdTPrev
         let variance = (betaProdTPrev / betaProdT) * (1 - alphaProdT / alphaProdTPrev)
-        let stdDevT = eta * variance.squareRoot()
-        let directionScale = (1 - alphaProdTPrev - stdDevT * stdDevT).squareRoot()
-        let sqrtAlphaProdTPrev = alphaProdTPrev.squareRoot()
-        var prevSample = [Float](repeating: 0, count: sample.count)
-        for i in sample.indices {
-            prevSample[i] = sqrtAlphaProdTPrev * predOriginal[i] + directionScale * predEpsilon[i]
+        let stdDevT = eta * torchSqrt(variance)
+        let directionScale = torchSqrt(1 - alphaProdTPrev - stdDevT * stdDevT)
+        let sqrtAlphaProdTPrev = torchSqrt(alphaProdTPrev)
+        var prevSample = zip(predOriginal, predEpsilon).map { x0, epsilon in
+            sqrtAlphaProdTPrev * x0 + directionScale * epsilon
         }
         if eta > 0, let noise {
-            for i in prevSample.indices { prevSample[i] = prevSample[i] + stdDevT * noise[i] }
+            for i in prevSample.indices { prevSample[i] += stdDevT * noise[i] }
         }
         return DDIMStepOutput(prevSample: prevSample, predOriginalSample: predOriginal)
     }
@@ -346,7 +346,7 @@ public struct DDIMStepOutput: Sendable {
 /// `torch.linspace(start, end, count, dtype=float32)` on the CPU: the first half counts up from `start`,
 /// the second down from `end`. torch's x86 builds (AVX2/AVX-512) contract `start + step * i` into one
 /// fused multiply-add, so the fused form is what diffusers gets there.
-func torchLinspace(from start: Float, to end: Float, count: Int) -> [Float] {
+private func torchLinspace(from start: Float, to end: Float, count: Int) -> [Float] {
     if count == 1 { return [start] }
     let step = (end - start) / Float(count - 1)
     let halfway = count / 2
@@ -357,7 +357,7 @@ func torchLinspace(from start: Float, to end: Float, count: Int) -> [Float] {
 
 /// diffusers' `betas_for_alpha_bar(count)` with the cosine transform: computed in double with libm's
 /// cos and pow (as Python's math module does), capped at 0.999, then rounded to float32.
-func cosineBetas(count: Int) -> [Float] {
+private func cosineBetas(count: Int) -> [Float] {
     func alphaBar(_ t: Double) -> Double { pow(cos((t + 0.008) / 1.008 * Double.pi / 2), 2) }
     return (0..<count).map { i in
         let beta = 1 - alphaBar(Double(i + 1) / Double(count)) / alphaBar(Double(i) / Double(count))
@@ -367,8 +367,8 @@ func cosineBetas(count: Int) -> [Float] {
 
 /// diffusers' `rescale_zero_terminal_snr` (arXiv 2305.08891, Algorithm 1) in float32 torch ops:
 /// shift sqrt(ᾱ) so the last is 0, scale so the first is unchanged, and turn ᾱ back into betas.
-func rescaledToZeroTerminalSNR(_ betas: [Float]) -> [Float] {
-    var alphasBarSqrt = torchCumprod(betas.map { 1 - $0 }).map { $0.squareRoot() }
+private func rescaledToZeroTerminalSNR(_ betas: [Float]) -> [Float] {
+    var alphasBarSqrt = torchCumprod(betas.map { 1 - $0 }).map(torchSqrt)
     let first = alphasBarSqrt[0], last = alphasBarSqrt[alphasBarSqrt.count - 1]
     let scale = first / (first - last)
     for i in alphasBarSqrt.indices { alphasBarSqrt[i] = (alphasBarSqrt[i] - last) * scale }
@@ -378,7 +378,7 @@ func rescaledToZeroTerminalSNR(_ betas: [Float]) -> [Float] {
 
 /// `torch.cumprod` of a float32 vector on the CPU, which accumulates in double (ATen's CPU accumulate
 /// type for float) and rounds each running product to float32.
-func torchCumprod(_ values: [Float]) -> [Float] {
+private func torchCumprod(_ values: [Float]) -> [Float] {
     var product = 1.0
     return values.map { value in
         product *= Double(value)
@@ -387,7 +387,7 @@ func torchCumprod(_ values: [Float]) -> [Float] {
 }
 
 /// `np.linspace(start, stop, count)` in double: `i * step + start`, with the last value set to `stop`.
-func numpyLinspace(from start: Double, to stop: Double, count: Int) -> [Double] {
+private func numpyLinspace(from start: Double, to stop: Double, count: Int) -> [Double] {
     if count == 1 { return [start] }
     let step = (stop - start) / Double(count - 1)
     return (0..<count).map { i in i == count - 1 ? stop : Double(i) * step + start }
@@ -395,20 +395,20 @@ func numpyLinspace(from start: Double, to stop: Double, count: Int) -> [Double] 
 
 /// `np.arange(start, stop, step)` in double: length ceil((stop − start) / step); numpy fills it as
 /// `start + i * ((start + step) − start)`, which can give one element more than the exact quotient.
-func numpyArange(from start: Double, to stop: Double, step: Double) -> [Double] {
+private func numpyArange(from start: Double, to stop: Double, step: Double) -> [Double] {
     let length = Int(((stop - start) / step).rounded(.up))
     guard length > 0 else { return [] }
     let delta = (start + step) - start
     return (0..<length).map { i in i == 0 ? start : (i == 1 ? start + step : start + Double(i) * delta) }
 }
 
-/// `torch.quantile(values, q)` with linear interpolation, on the CPU: the rank is computed in double,
-/// its fractional part rounded to float32, and the lerp is fused as ATen's compiled kernel is. A NaN
-/// anywhere makes the quantile NaN.
-func torchQuantile(_ values: [Float], _ q: Double) -> Float {
+/// `torch.quantile(values, q)` with linear interpolation, on the CPU: q becomes a float32 tensor, the
+/// rank q·(n−1) is computed in double and its fractional part rounded to float32, and the lerp is fused
+/// as ATen's compiled kernel is (all found bit-exact against torch 2.15). A NaN makes the quantile NaN.
+private func torchQuantile(_ values: [Float], _ q: Double) -> Float {
     if values.contains(where: { $0.isNaN }) { return .nan }
     let sorted = values.sorted()
-    let rank = q * Double(sorted.count - 1)
+    let rank = Double(Float(q)) * Double(sorted.count - 1)
     let below = Int(rank), above = Int(rank.rounded(.up))
     let weight = Float(rank - Double(below))
     let low = sorted[below], high = sorted[above]
@@ -417,8 +417,69 @@ func torchQuantile(_ values: [Float], _ q: Double) -> Float {
     return abs(weight) < 0.5 ? low.addingProduct(weight, difference) : high.addingProduct(-difference, 1 - weight)
 }
 
+/// `torch.sqrt` of a float32 as torch's x86 wheels compute it: through MKL's vector math library
+/// (`vmsSqrt`, high-accuracy mode), which on AVX-512 CPUs is a 14-bit reciprocal-square-root estimate
+/// (`vrsqrt14ps`) plus one fused Newton correction, and differs from IEEE sqrt by 1 ulp for ~0.6% of
+/// inputs. Checked bit for bit against torch 2.15 on all floats in [1, 4) and 4 M random floats
+/// (`tools/make_scheduler_fixtures.py` keeps a sample); builds without MKL (macOS, ARM) give IEEE sqrt.
+func torchSqrt(_ x: Float) -> Float {
+    if x.isNaN || x == 0 || x == .infinity { return x }
+    if x < 0 { return .nan }
+    // MKL keeps the residual below from going subnormal; scaling by a power of 4 is exact.
+    if x < 0x1p-64 { return torchSqrt(x * 0x1p64) * 0x1p-32 }
+    let estimate = reciprocalSquareRootEstimate(x)
+    let root = x * estimate, halfEstimate = 0.5 * estimate
+    let residual = x.addingProduct(-root, root)
+    return root.addingProduct(residual, halfEstimate)
+}
+
+/// `vrsqrt14ps` for a positive finite float, bit-exact, after Intel's published reference
+/// implementation of the AVX-512 approximation instructions: with x = m·4^n and m in [1, 4), a
+/// linear piece c − d·(m′ − y) on one of 32 intervals of [1, 2) or [2, 4) (m′ is m with its 8 lowest
+/// bits cleared), truncated to 16 fraction bits, then scaled by 2^−n.
+private func reciprocalSquareRootEstimate(_ x: Float) -> Float {
+    var significand = x.bitPattern & 0x007F_FFFF
+    var exponent = Int(x.bitPattern >> 23) - 127
+    if x.bitPattern >> 23 == 0 {  // subnormal: normalize
+        exponent = -126
+        while significand & 0x0080_0000 == 0 {
+            significand <<= 1
+            exponent -= 1
+        }
+        significand &= 0x007F_FFFF
+    }
+    let oddExponent = exponent & 1 != 0
+    let halfExponent = (oddExponent ? exponent - 1 : exponent) / 2
+    let m = Float(bitPattern: (oddExponent ? 0x4000_0000 : 0x3F80_0000) | significand)  // x / 4^halfExponent
+    var estimate: Float = 1
+    if m != 1 {
+        let interval = oddExponent ? Int((m - 2) * 16) : Int((m - 1) * 32)
+        let center = oddExponent ? 2 + 1.0 / 32 + Float(interval) / 16 : 1 + 1.0 / 64 + Float(interval) / 32
+        let row = interval * 4 + (oddExponent ? 2 : 0)
+        let slope = Double(rsqrt14Coefficients[row]) * (oddExponent ? 128 : 256)
+        let offset = Double(Float(bitPattern: m.bitPattern & 0xFFFF_FF00) - center)  // exact
+        let linear = Double(rsqrt14Coefficients[row + 1]) - slope * offset  // exact in double
+        // Keep 16 fraction bits and divide by 2^19 (the coefficients are scaled integers).
+        estimate = Float(Double(bitPattern: (linear.bitPattern & 0xFFFF_FFF0_0000_0000) - 0x0130_0000_0000_0000))
+    }
+    return Float(bitPattern: UInt32(bitPattern: Int32(bitPattern: estimate.bitPattern) - Int32(halfExponent) << 23))
+}
+
+/// Per interval i of the estimate: (d, c) for m in [1, 2), then (d, c) for m in [2, 4); c is the value
+/// at the interval's center times 2^19, d the slope's magnitude times 2^11 (2^12 for [2, 4)).
+private let rsqrt14Coefficients: [UInt32] = [
+    1001, 520261, 707, 367881, 955, 512437, 675, 362349, 915, 504953, 647, 357056, 877, 497790, 619, 351992,
+    841, 490922, 595, 347136, 807, 484331, 571, 342475, 775, 478001, 549, 337997, 747, 471909, 527, 333693,
+    719, 466046, 509, 329545, 693, 460397, 491, 325551, 669, 454947, 473, 321697, 647, 449688, 457, 317977,
+    625, 444606, 441, 314385, 603, 439694, 427, 310910, 585, 434939, 413, 307549, 567, 430335, 401, 304295,
+    549, 425875, 389, 301139, 533, 421551, 377, 298079, 517, 417355, 365, 295115, 501, 413284, 355, 292237,
+    487, 409329, 345, 289439, 473, 405487, 335, 286722, 461, 401748, 325, 284080, 449, 398111, 317, 281508,
+    437, 394571, 309, 279006, 425, 391127, 301, 276569, 415, 387770, 293, 274195, 403, 384498, 285, 271882,
+    393, 381307, 279, 269625, 385, 378194, 271, 267425, 375, 375155, 265, 265276, 367, 372190, 259, 263178,
+]
+
 /// `torch.clamp(value, lower, upper)`: NaN stays NaN; when `lower > upper` the result is `upper`.
-func torchClamp(_ value: Float, _ lower: Float, _ upper: Float) -> Float {
+private func torchClamp(_ value: Float, _ lower: Float, _ upper: Float) -> Float {
     value.isNaN ? value : min(max(value, lower), upper)
 }
 

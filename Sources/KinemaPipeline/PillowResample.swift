@@ -2,7 +2,8 @@
 // The I2VGen-XL pipeline resizes on PIL images, so its conditioning depends on Pillow's exact integer
 // arithmetic; torch-style bilinear interpolation gives different bytes.
 //
-// Pillow resizes in two separable passes, horizontal first into an 8-bit intermediate image, then vertical.
+// Pillow resizes in two separable passes through an 8-bit intermediate image: horizontal then vertical, except
+// that Pillow 13 runs the vertical pass first when the height shrinks much more than the width.
 // Each output pixel is a weighted sum of the input pixels under the filter, stretched by the downscale factor
 // so that a reduction averages over the whole covered area. Weights are normalized in double precision, then
 // quantized to 22 fractional bits; sums start at one half (1 << 21) and are shifted and clamped to 0...255.
@@ -109,17 +110,29 @@ extension RGBImage {
         precondition(outWidth >= 1 && outHeight >= 1, "resize to \(outWidth)x\(outHeight): width and height must be at least 1")
         precondition(width >= 1 && height >= 1, "cannot resize an empty \(width)x\(height) image")
 
-        // Pillow's ImagingResampleInner: a pass runs only when its size changes. The vertical
-        // coefficients come first, so the horizontal pass converts only the rows they read.
+        // Pillow's ImagingResampleInner: a pass runs only when its size changes.
         var vertical = outHeight != height ? ResampleCoefficients(inSize: height, outSize: outHeight, filter: filter) : nil
+        let horizontal = outWidth != width ? ResampleCoefficients(inSize: width, outSize: outWidth, filter: filter) : nil
         var image = self
-        if outWidth != width {
+        if outHeight < height && height - outHeight > 2 * (width - outWidth) {
+            // Pillow 13 runs the vertical pass first when the height loses more than twice as many pixels as
+            // the width (python-pillow/Pillow#9549; Pillow 12 and older never do). The rule is inferred from
+            // Pillow 13.0.0's output on several hundred size pairs around the boundary, both filters.
+            if let vertical {
+                image = image.resampledVertically(to: outHeight, vertical)
+            }
+            if let horizontal {
+                image = image.resampledHorizontally(rows: 0..<outHeight, to: outWidth, horizontal)
+            }
+            return image
+        }
+        if let horizontal {
+            // The horizontal pass converts only the rows the vertical pass reads.
             var rowsRead = 0..<height
             if let v = vertical {
                 rowsRead = v.starts[0]..<(v.starts[outHeight - 1] + v.counts[outHeight - 1])
                 vertical!.starts = v.starts.map { $0 - rowsRead.lowerBound }
             }
-            let horizontal = ResampleCoefficients(inSize: width, outSize: outWidth, filter: filter)
             image = resampledHorizontally(rows: rowsRead, to: outWidth, horizontal)
         }
         if let vertical {

@@ -41,15 +41,15 @@ public struct RGBImage: Sendable, Equatable {
         let outHeight = y1 - y0
         var out = [UInt8](repeating: 0, count: outWidth * outHeight * 3)
         // The source columns and rows that fall inside the crop box.
-        let columns = max(x0, 0)..<min(x1, width)
-        let rows = max(y0, 0)..<min(y1, height)
-        if !columns.isEmpty && !rows.isEmpty {
-            let rowBytes = columns.count * 3
+        let (left, right) = (max(x0, 0), min(x1, width))
+        let (top, bottom) = (max(y0, 0), min(y1, height))
+        if left < right && top < bottom {
+            let rowBytes = (right - left) * 3
             pixels.withUnsafeBufferPointer { source in
                 out.withUnsafeMutableBufferPointer { target in
-                    for y in rows {
-                        let from = (y * width + columns.lowerBound) * 3
-                        let to = ((y - y0) * outWidth + (columns.lowerBound - x0)) * 3
+                    for y in top..<bottom {
+                        let from = (y * width + left) * 3
+                        let to = ((y - y0) * outWidth + (left - x0)) * 3
                         for i in 0..<rowBytes {
                             target[to + i] = source[from + i]
                         }

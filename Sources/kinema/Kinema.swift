@@ -10,9 +10,11 @@ struct Kinema: ParsableCommand {
         abstract: "Image-to-video generation (I2VGen-XL architecture) that plans its memory before it runs.",
         discussion: """
             Kinema turns one picture and a prompt into a short video. It reads diffusers-format \
-            checkpoints (a folder with model_index.json) and runs them on the CPU (OpenBLAS) today.
+            checkpoints (a folder with model_index.json) and runs them on the CPU (OpenBLAS); the \
+            same seed gives the same video as diffusers.
 
             Start here:
+              kinema generate --image IN.png --prompt "camera zooms in" --output OUT.mp4
               kinema selftest                 check every op of the CPU backend against its reference
               kinema inspect MODEL_DIR        list a checkpoint's components, tensors and sizes
               kinema bench ops                time the core ops (optionally beside torch)

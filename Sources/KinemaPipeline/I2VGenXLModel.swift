@@ -1,0 +1,129 @@
+import Foundation
+import KinemaCore
+import KinemaModels
+
+/// A model folder that could not be loaded: which path, what is wrong, what to do.
+public struct ModelLoadError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The feature extractor settings the pipeline uses: the CLIP input size and normalisation.
+public struct FeatureExtractorConfig: Sendable, Equatable {
+    public var cropSize = 224
+    public var mean: [Float] = [0.48145466, 0.4578275, 0.40821073]
+    public var std: [Float] = [0.26862954, 0.26130258, 0.27577711]
+
+    public init() {}
+
+    /// Reads `preprocessor_config.json`; `crop_size` may be an integer or `{height, width}`.
+    public init(contentsOf path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw ModelLoadError("\(path): cannot read it as a JSON object")
+        }
+        if let size = object["crop_size"] as? [String: Any] {
+            guard let h = size["height"] as? Int, let w = size["width"] as? Int, h == w, h > 0 else {
+                throw ModelLoadError("\(path): crop_size must be a positive square, found \(size)")
+            }
+            cropSize = h
+        } else if let size = object["crop_size"] as? Int, size > 0 {
+            cropSize = size
+        }
+        if let mean = object["image_mean"] as? [Double], mean.count == 3 { self.mean = mean.map(Float.init) }
+        if let std = object["image_std"] as? [Double], std.count == 3 { self.std = std.map(Float.init) }
+    }
+}
+
+/// Every component of a diffusers `I2VGenXLPipeline` folder, loaded onto one backend.
+public struct I2VGenXLModel {
+    public let folder: String
+    public let tokenizer: CLIPTokenizer
+    public let textEncoder: CLIPTextModel
+    public let imageEncoder: CLIPVisionModelWithProjection
+    public let featureExtractor: FeatureExtractorConfig
+    public let vae: AutoencoderKL
+    public let unet: I2VGenXLUNet
+    public let scheduler: DDIMScheduler
+
+    /// Loads `folder` (with `model_index.json`) onto `backend`. `variant` picks files such as
+    /// `model.fp16.safetensors`; without it the plain files are used, or the only variant present.
+    public static func load(folder: String, backend: Backend, variant: String? = nil) throws -> I2VGenXLModel {
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ModelLoadError("model folder \(folder) does not exist")
+        }
+        let index = (folder as NSString).appendingPathComponent("model_index.json")
+        guard fm.fileExists(atPath: index) else {
+            throw ModelLoadError("\(folder) is not a diffusers model folder: it has no model_index.json")
+        }
+        func path(_ parts: String...) -> String { ([folder] + parts).joined(separator: "/") }
+        func component(_ name: String) throws -> String {
+            let dir = path(name)
+            guard fm.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ModelLoadError("\(folder): the \(name) component is missing (no folder \(dir))")
+            }
+            return dir
+        }
+        func weights(_ name: String, base: String) throws -> [SafeTensorsFile] {
+            try weightFiles(in: try component(name), base: base, variant: variant).map { try SafeTensorsFile(path: $0) }
+        }
+
+        for name in ["tokenizer", "text_encoder", "image_encoder", "vae", "unet", "scheduler"] { _ = try component(name) }
+        let tokenizer: CLIPTokenizer
+        do { tokenizer = try CLIPTokenizer(folder: try component("tokenizer")) } catch let error as TokenizerError {
+            throw ModelLoadError("\(error)")
+        }
+        let textConfig = try CLIPTextConfig(contentsOf: path("text_encoder", "config.json"))
+        let textReader = try CLIPTextModel.weightReader(files: try weights("text_encoder", base: "model"), backend: backend)
+        let textEncoder = CLIPTextModel(config: textConfig, weights: textReader)
+        try textReader.finish()
+
+        let visionConfig = try CLIPVisionConfig(contentsOf: path("image_encoder", "config.json"))
+        let visionReader = try CLIPVisionModelWithProjection.weightReader(files: try weights("image_encoder", base: "model"), backend: backend)
+        let imageEncoder = CLIPVisionModelWithProjection(config: visionConfig, weights: visionReader)
+        try visionReader.finish()
+
+        let featureConfigPath = path("feature_extractor", "preprocessor_config.json")
+        let featureExtractor = fm.fileExists(atPath: featureConfigPath) ? try FeatureExtractorConfig(contentsOf: featureConfigPath) : FeatureExtractorConfig()
+
+        let vaeConfig = try AutoencoderKLConfig(contentsOf: path("vae", "config.json"))
+        let vaeReader = try WeightReader(component: "vae", files: try weights("vae", base: "diffusion_pytorch_model"), backend: backend,
+                                         aliases: AutoencoderKL.weightKeyAliases)
+        let vae = AutoencoderKL(config: vaeConfig, weights: vaeReader)
+        try vaeReader.finish()
+
+        let unetConfig = try I2VGenXLUNetConfig(contentsOf: path("unet", "config.json"))
+        let unetReader = try WeightReader(component: "unet", files: try weights("unet", base: "diffusion_pytorch_model"), backend: backend)
+        let unet = I2VGenXLUNet(config: unetConfig, weights: unetReader)
+        try unetReader.finish()
+
+        let scheduler = try DDIMScheduler(config: try DDIMSchedulerConfig(contentsOf: path("scheduler", "scheduler_config.json")))
+        return I2VGenXLModel(folder: folder, tokenizer: tokenizer, textEncoder: textEncoder, imageEncoder: imageEncoder,
+                             featureExtractor: featureExtractor, vae: vae, unet: unet, scheduler: scheduler)
+    }
+
+    /// The safetensors files of one component: `base.safetensors` or its shards
+    /// (`base-00001-of-00002.safetensors`), with `.variant` before the extension when asked.
+    static func weightFiles(in folder: String, base: String, variant: String?) throws -> [String] {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".safetensors") }.sorted()
+        func isVariant(_ name: String) -> Bool { name.split(separator: ".").count > 2 }
+        func matches(_ name: String, _ variant: String?) -> Bool {
+            guard name.hasPrefix(base) else { return false }
+            if let variant { return name.contains(".\(variant).") || name.contains(".\(variant)-") }
+            return !isVariant(name)
+        }
+        var chosen = names.filter { matches($0, variant) }
+        if chosen.isEmpty && variant == nil {
+            let variants = Set(names.filter { $0.hasPrefix(base) && isVariant($0) }.map { $0.split(separator: ".")[1] })
+            if variants.count == 1, let only = variants.first { chosen = names.filter { matches($0, String(only)) } }
+        }
+        guard !chosen.isEmpty else {
+            let found = names.isEmpty ? "no .safetensors files" : names.joined(separator: ", ")
+            throw ModelLoadError("\(folder): no \(base)\(variant.map { ".\($0)" } ?? "").safetensors weights (found \(found))"
+                                 + (variant == nil ? "" : "; run without --variant to use the plain files"))
+        }
+        return chosen.map { (folder as NSString).appendingPathComponent($0) }
+    }
+}

@@ -1,0 +1,191 @@
+import Foundation
+import KinemaCore
+import KinemaModels
+
+/// What to generate. Defaults are diffusers' `I2VGenXLPipeline.__call__` defaults.
+public struct GenerationRequest: Sendable, Equatable {
+    public var prompt: String
+    /// nil encodes "" for the unconditional half, as diffusers does.
+    public var negativePrompt: String?
+    public var width = 1280
+    public var height = 704
+    public var frames = 16
+    public var fps = 16
+    public var steps = 50
+    /// Classifier-free guidance is on when this is above 1.
+    public var guidanceScale: Float = 9
+    public var seed: UInt64
+    /// Frames decoded per VAE call (diffusers' `decode_chunk_size`, default 1); any value gives the same frames.
+    public var decodeChunk = 1
+
+    public init(prompt: String, negativePrompt: String? = nil, seed: UInt64) {
+        self.prompt = prompt
+        self.negativePrompt = negativePrompt
+        self.seed = seed
+    }
+
+    public var usesGuidance: Bool { guidanceScale > 1 }
+
+    /// Throws a `GenerationError` naming the first parameter that diffusers would reject or that makes no sense.
+    public func validate() throws {
+        guard width > 0, height > 0, width % 8 == 0, height % 8 == 0 else {
+            throw GenerationError("width and height must be positive multiples of 8, got \(width)x\(height)")
+        }
+        guard frames >= 1 else { throw GenerationError("frames must be at least 1, got \(frames)") }
+        guard steps >= 1 else { throw GenerationError("steps must be at least 1, got \(steps)") }
+        guard fps >= 1 else { throw GenerationError("fps must be at least 1, got \(fps)") }
+        guard guidanceScale >= 0, guidanceScale.isFinite else { throw GenerationError("guidance must be 0 or more, got \(guidanceScale)") }
+        guard decodeChunk >= 1 else { throw GenerationError("decode chunk must be at least 1, got \(decodeChunk)") }
+    }
+}
+
+/// A request the pipeline cannot run, or a run that was cancelled.
+public struct GenerationError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+    public static let cancelled = GenerationError("cancelled")
+}
+
+/// The phases of a generation, as progress reports them.
+public enum GenerationPhase: String, Sendable {
+    case encode, denoise, decode
+    case encodeVideo = "encode_video"
+}
+
+/// One progress report: `step` of `totalSteps` done in `phase`.
+public struct GenerationProgress: Sendable, Equatable {
+    public let phase: GenerationPhase
+    public let step: Int
+    public let totalSteps: Int
+
+    public init(phase: GenerationPhase, step: Int, totalSteps: Int) {
+        self.phase = phase
+        self.step = step
+        self.totalSteps = totalSteps
+    }
+}
+
+/// Frames in [0, 1], `[frames][height][width][3]` as one flat array: diffusers' `output_type="np"`.
+public struct GeneratedVideo: Sendable {
+    public let frames: [Float]
+    public let count: Int
+    public let width: Int
+    public let height: Int
+}
+
+/// Image-to-video exactly as diffusers' `I2VGenXLPipeline.__call__` (one image, one video per
+/// prompt), on any backend.
+public struct ImageToVideoPipeline {
+    public let model: I2VGenXLModel
+    public let backend: Backend
+
+    public init(model: I2VGenXLModel, backend: Backend) {
+        self.model = model
+        self.backend = backend
+    }
+
+    /// Runs a generation. `progress` is called after each phase step; `isCancelled` is polled
+    /// between steps and makes the run throw `GenerationError.cancelled`. `observe` sees the
+    /// intermediates the parity tests compare: "prompt_embeds", "image_embeds" (the encoder's
+    /// output), "image_latents" (the UNet's conditioning input), "unet_out" (first step, before
+    /// guidance) and "first_decode" (the first VAE call's output).
+    public func generate(image: RGBImage, request: GenerationRequest,
+                         progress: (GenerationProgress) -> Void = { _ in },
+                         isCancelled: () -> Bool = { false },
+                         observe: (String, Tensor) -> Void = { _, _ in }) throws -> GeneratedVideo {
+        try request.validate()
+        let b = backend
+        let scheduler = model.scheduler
+        let timesteps = try scheduler.timesteps(steps: request.steps)
+        let vaeFactor = model.vae.config.downscaleFactor
+        let (h, w, frames) = (request.height / vaeFactor, request.width / vaeFactor, request.frames)
+        let guidance = request.usesGuidance
+        // diffusers draws the VAE's posterior noise from torch's global generator and the initial
+        // latents from the pipeline's generator; `--seed S` seeds both with S (ANCHORS.md §4).
+        var globalGenerator = TorchGenerator(seed: request.seed)
+        var generator = TorchGenerator(seed: request.seed)
+
+        // Encode: prompt, image embeddings, image latents.
+        progress(GenerationProgress(phase: .encode, step: 0, totalSteps: 3))
+        var textEmbeddings = model.textEncoder.promptEmbeddings(ids: [model.tokenizer.encode(request.prompt)], b)
+        if guidance {
+            let negative = model.textEncoder.promptEmbeddings(ids: [model.tokenizer.encode(request.negativePrompt ?? "")], b)
+            textEmbeddings = b.concat([negative, textEmbeddings], axis: 0)  // unconditional first
+        }
+        observe("prompt_embeds", textEmbeddings)
+        progress(GenerationProgress(phase: .encode, step: 1, totalSteps: 3))
+        let crop = model.featureExtractor.cropSize
+        let clipPixels = ImagePreprocessing.clipPixels(image, width: request.width, cropSize: crop,
+                                                       mean: model.featureExtractor.mean, std: model.featureExtractor.std)
+        var imageEmbeddings = model.imageEncoder.imageEmbeddings(b.tensor(clipPixels, shape: [1, 3, crop, crop]), b)
+        observe("image_embeds", imageEmbeddings)
+        if guidance {
+            // The unconditional image embedding is zeros (before the UNet's context MLP).
+            imageEmbeddings = b.concat([b.tensor([Float](repeating: 0, count: imageEmbeddings.count), shape: imageEmbeddings.shape), imageEmbeddings], axis: 0)
+        }
+        progress(GenerationProgress(phase: .encode, step: 2, totalSteps: 3))
+        var imageLatents: Tensor
+        do {
+            let pixels = b.tensor(ImagePreprocessing.vaePixels(image, width: request.width, height: request.height),
+                                  shape: [1, 3, request.height, request.width])
+            let (mean, logVariance) = model.vae.encodeMoments(pixels, b)
+            let noise = b.tensor(globalGenerator.randn(shape: mean.shape), shape: mean.shape)
+            let latent = b.affine(model.vae.sample(mean: mean, logVariance: logVariance, noise: noise, b),
+                                  scale: Float(model.vae.config.scalingFactor))
+            // Frame 0 is the image latent; frame k of F is the constant k/(F−1) (the frame position mask).
+            var parts = [latent.reshaped([1, latent.shape[1], 1, h, w])]
+            for k in 1..<max(frames, 1) {
+                let value = Float(Double(k) / Double(frames - 1))
+                parts.append(b.tensor([Float](repeating: value, count: latent.shape[1] * h * w), shape: [1, latent.shape[1], 1, h, w]))
+            }
+            imageLatents = b.concat(parts, axis: 2)
+            if guidance { imageLatents = b.concat([imageLatents, imageLatents], axis: 0) }
+        }
+        observe("image_latents", imageLatents)
+        progress(GenerationProgress(phase: .encode, step: 3, totalSteps: 3))
+
+        // Denoise.
+        let latentShape = [1, model.unet.config.inChannels, frames, h, w]
+        var latents = generator.randn(shape: latentShape)  // init_noise_sigma is 1 for DDIM
+        progress(GenerationProgress(phase: .denoise, step: 0, totalSteps: timesteps.count))
+        for (index, t) in timesteps.enumerated() {
+            if isCancelled() { throw GenerationError.cancelled }
+            let current = b.tensor(latents, shape: latentShape)
+            let input = guidance ? b.concat([current, current], axis: 0) : current
+            var prediction = model.unet(input, timestep: t, fps: request.fps, textEmbeddings: textEmbeddings,
+                                        imageLatents: imageLatents, imageEmbeddings: imageEmbeddings, b)
+            if index == 0 { observe("unet_out", prediction) }
+            if guidance {
+                // uncond + g · (cond − uncond), op by op as torch rounds it.
+                let uncond = prediction.slice(0..<1), cond = prediction.slice(1..<2)
+                prediction = b.add(uncond, b.affine(b.sub(cond, uncond), scale: request.guidanceScale))
+            }
+            latents = prediction.hasData
+                ? try scheduler.step(modelOutput: prediction.floats(), timestep: t, sample: latents, steps: request.steps)
+                : latents
+            progress(GenerationProgress(phase: .denoise, step: index + 1, totalSteps: timesteps.count))
+        }
+
+        // Decode: latents / scaling factor, frames through the VAE in chunks.
+        if isCancelled() { throw GenerationError.cancelled }
+        let scaled = b.affine(b.tensor(latents, shape: latentShape), scale: Float(1 / model.vae.config.scalingFactor))
+        // (1, 4, F, h, w) -> (F, 4, h, w)
+        let perFrame = b.permute(scaled, [0, 2, 1, 3, 4]).reshaped([frames, latentShape[1], h, w])
+        var decoded: [Tensor] = []
+        var start = 0
+        progress(GenerationProgress(phase: .decode, step: 0, totalSteps: frames))
+        while start < frames {
+            let end = min(frames, start + request.decodeChunk)
+            decoded.append(model.vae.decode(perFrame.slice(start..<end), b))
+            if start == 0 { observe("first_decode", decoded[0]) }
+            start = end
+            progress(GenerationProgress(phase: .decode, step: end, totalSteps: frames))
+        }
+        let video = decoded.count == 1 ? decoded[0] : b.concat(decoded, axis: 0)
+        // (x · 0.5 + 0.5).clamp(0, 1), then (F, 3, H, W) -> (F, H, W, 3).
+        let unit = b.clamp(b.affine(video, scale: 0.5, shift: 0.5), lower: 0, upper: 1)
+        let frameMajor = b.permute(unit, [0, 2, 3, 1])
+        return GeneratedVideo(frames: frameMajor.hasData ? frameMajor.floats() : [], count: frames,
+                              width: frameMajor.shape[2], height: frameMajor.shape[1])
+    }
+}
