@@ -51,9 +51,7 @@ public struct AutoencoderKL {
         // torch.chunk(moments, 2, dim=1): (N, 2·L, h, w) -> (N, 2, L·h·w) -> (2, N, L·h·w).
         let halves = b.permute(moments.reshaped([n, 2, latent * h * w]), [1, 0, 2])
         let mean = halves.slice(0..<1).reshaped([n, latent, h, w])
-        let logVariance = hostElementwise(halves.slice(1..<2).reshaped([n, latent, h, w]), op: "clamp", b) {
-            $0.isNaN ? $0 : min(max($0, -30), 20)  // torch.clamp keeps NaN
-        }
+        let logVariance = b.clamp(halves.slice(1..<2).reshaped([n, latent, h, w]), lower: -30, upper: 20)
         return (mean, logVariance)
     }
 
@@ -62,7 +60,7 @@ public struct AutoencoderKL {
     public func sample(mean: Tensor, logVariance: Tensor, noise: Tensor, _ b: Backend) -> Tensor {
         precondition(mean.shape == logVariance.shape && mean.shape == noise.shape,
                      "AutoencoderKL.sample: mean \(mean.shape), log-variance \(logVariance.shape) and noise \(noise.shape) differ")
-        let standardDeviation = hostElementwise(b.affine(logVariance, scale: 0.5), op: "exp", b) { Foundation.exp($0) }
+        let standardDeviation = b.unary(.exp, b.affine(logVariance, scale: 0.5))
         return b.add(mean, b.mul(standardDeviation, noise))
     }
 
@@ -71,16 +69,4 @@ public struct AutoencoderKL {
     public func decode(_ latents: Tensor, _ b: Backend) -> Tensor {
         decoder(postQuantConv.map { $0(latents, b) } ?? latents, b)
     }
-}
-
-/// WORKAROUND until the backend has `exp` and `clamp` ops (requested from KinemaCore): applies
-/// `function` to every element on the host. Correct only for tensors whose memory the host can
-/// read (the CPU backend); on the meta backend it only allocates the same output, so dry runs
-/// still meter exactly.
-private func hostElementwise(_ input: Tensor, op: String, _ b: Backend, _ function: (Float) -> Float) -> Tensor {
-    let output = b.empty(input.shape, dtype: input.dtype, op: op)
-    guard input.hasData else { return output }
-    let values = input.floats().map(function)
-    values.withUnsafeBytes { b.writeKernel($0.baseAddress!, dtype: .f32, into: output) }
-    return output
 }

@@ -393,8 +393,9 @@ private func numpyLinspace(from start: Double, to stop: Double, count: Int) -> [
     return (0..<count).map { i in i == count - 1 ? stop : Double(i) * step + start }
 }
 
-/// `np.arange(start, stop, step)` in double: length ceil((stop − start) / step); numpy fills it as
-/// `start + i * ((start + step) − start)`, which can give one element more than the exact quotient.
+/// `np.arange(start, stop, step)` in double. Its length ceil((stop − start) / step) is computed in double
+/// and can exceed the exact count by one (arange(1000, 0, −1000/61) has 62 elements), and numpy fills
+/// element i ≥ 2 as `start + i * ((start + step) − start)`, not `start + i * step`.
 private func numpyArange(from start: Double, to stop: Double, step: Double) -> [Double] {
     let length = Int(((stop - start) / step).rounded(.up))
     guard length > 0 else { return [] }

@@ -30,6 +30,7 @@ public enum ImageLoader {
     /// Matches diffusers' `load_image` (Pillow's `exif_transpose` then `convert("RGB")`):
     /// - alpha is dropped, not blended: ffmpeg decodes to RGBA and the alpha byte is discarded, as Pillow does;
     /// - a JPEG's EXIF orientation is applied (ffmpeg autorotates);
+    /// - only the first frame of an animated GIF is read; Debian 12's ffmpeg (5.1) cannot decode animated WebP;
     /// - lossless 8-bit formats decode to exactly Pillow's bytes. JPEG (and lossy WebP) differ from Pillow by a
     ///   few levels, because ffmpeg's IDCT and chroma upsampling are not libjpeg's; 16-bit PNGs may differ by
     ///   one level (Pillow keeps the high byte, ffmpeg rounds).
@@ -235,6 +236,8 @@ enum FFmpeg {
         // The kill also ends a write blocked on a pipe that ffmpeg stopped reading.
         let processIdentifier = process.processIdentifier
         let watchdog = DispatchWorkItem {
+            collected.lock.lock()
+            defer { collected.lock.unlock() }
             if process.isRunning {
                 collected.timedOut = true
                 kill(processIdentifier, SIGKILL)
@@ -249,18 +252,22 @@ enum FFmpeg {
         readers.wait()
         process.waitUntilExit()
         watchdog.cancel()
+        collected.lock.lock()
+        let timedOut = collected.timedOut
+        collected.lock.unlock()
         return Result(status: process.terminationStatus,
                       exitedNormally: process.terminationReason == .exit,
-                      timedOut: collected.timedOut,
+                      timedOut: timedOut,
                       standardOutput: collected.standardOutput,
                       standardError: collected.standardError)
     }
 
-    /// What the reader threads and the watchdog hand back; `DispatchGroup.wait` orders their writes
-    /// before the reads in `run`.
+    /// What the reader threads and the watchdog hand back. `DispatchGroup.wait` orders the readers' writes
+    /// before `run` reads them; the watchdog can fire while `run` finishes, so `timedOut` is under `lock`.
     private final class Collected: @unchecked Sendable {
         var standardOutput = Data()
         var standardError = Data()
+        let lock = NSLock()
         var timedOut = false
     }
 

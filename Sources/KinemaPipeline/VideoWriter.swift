@@ -208,8 +208,11 @@ public enum VideoWriter {
         let manager = FileManager.default
         var isDirectory: ObjCBool = false
         let parent = destination.deletingLastPathComponent()
-        guard manager.fileExists(atPath: parent.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+        guard manager.fileExists(atPath: parent.path, isDirectory: &isDirectory) else {
             throw MediaError("cannot write \(path): directory \(parent.path) does not exist")
+        }
+        guard isDirectory.boolValue else {
+            throw MediaError("cannot write \(path): \(parent.path) is a file, not a directory")
         }
         guard manager.fileExists(atPath: destination.path, isDirectory: &isDirectory) else { return }
         switch (format, isDirectory.boolValue) {

@@ -22,7 +22,7 @@ struct Kinema: ParsableCommand {
             Every subcommand has its own --help.
             """,
         version: kinemaVersion,
-        subcommands: [Inspect.self, SelfTestCommand.self, Bench.self]
+        subcommands: [Generate.self, Inspect.self, SelfTestCommand.self, Bench.self]
     )
 
     static func main() {

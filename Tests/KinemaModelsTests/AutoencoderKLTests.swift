@@ -189,6 +189,31 @@ final class AutoencoderKLTests: XCTestCase {
         XCTAssertGreaterThan(meta.allocator.meter.peak, 0)
     }
 
+    func testMetaDryRunAllocatesExactlyWhatTheCPURunAllocates() throws {
+        let cpu = CPUBackend()
+        let meta = cpu.metaTwin()
+        let folder = Self.fixtures.appendingPathComponent("two_blocks")
+        let config = try AutoencoderKLConfig(contentsOf: folder.appendingPathComponent("config.json").path)
+        let file = try SafeTensorsFile(path: folder.appendingPathComponent("diffusion_pytorch_model.safetensors").path)
+        let real = AutoencoderKL(config: config, weights: try WeightReader(component: "vae", files: [file], backend: cpu))
+        let dry = AutoencoderKL(config: config, weights: WeightReader(shapesOnlyFor: "vae", backend: meta))
+        XCTAssertEqual(cpu.allocator.meter.current, meta.allocator.meter.current, "weights")
+        for meter in [cpu.allocator.meter, meta.allocator.meter] {
+            meter.recordsEvents = true
+            meter.clearEvents()
+        }
+        var random = SeededNormal()
+        let pixels = random.values(3 * 24 * 20), noise = random.values(4 * 12 * 10), latents = random.values(2 * 4 * 6 * 5)
+        func run(_ vae: AutoencoderKL, _ b: Backend) -> [[Int]] {
+            let (mean, logVariance) = vae.encodeMoments(b.tensor(pixels, shape: [1, 3, 24, 20]), b)
+            let latent = vae.sample(mean: mean, logVariance: logVariance, noise: b.tensor(noise, shape: [1, 4, 12, 10]), b)
+            return [latent.shape, vae.decode(b.tensor(latents, shape: [2, 4, 6, 5]), b).shape]
+        }
+        XCTAssertEqual(run(real, cpu), run(dry, meta))
+        XCTAssertEqual(cpu.allocator.meter.events, meta.allocator.meter.events)
+        XCTAssertEqual(cpu.allocator.meter.peak, meta.allocator.meter.peak)
+    }
+
     // MARK: Helpers
 
     /// One fixture model on `backend` with its reference tensors.

@@ -152,7 +152,8 @@ final class MediaTests: XCTestCase {
         XCTAssertEqual(stream["nb_read_frames"] as? String, "2")
     }
 
-    /// A mismatch between the BT.709 conversion and its tags shifts colours by about 7 levels on average.
+    /// Matched BT.709 conversion and tags decode within about 2.5 levels on average here; a mismatch (say, the
+    /// tags left out) gives about 7.
     func testMP4ColoursDecodeCloseToTheInput() throws {
         let (count, height, width) = (2, 48, 64)
         let frames = randomFrames(count: count, height: height, width: width, noise: 0.005)
@@ -163,7 +164,7 @@ final class MediaTests: XCTestCase {
         XCTAssertEqual(decoded.count, frames.count)
         let expected = VideoWriter.eightBit(frames)
         let meanError = zip(decoded, expected).reduce(0.0) { $0 + abs(Double($1.0) - Double($1.1)) } / Double(expected.count)
-        XCTAssertLessThan(meanError, 2.5, "seed \(seed)")
+        XCTAssertLessThan(meanError, 4, "seed \(seed)")
     }
 
     // MARK: - GIF and WebP
@@ -187,7 +188,7 @@ final class MediaTests: XCTestCase {
     /// bitstream is decoded on its own by ImageLoader.
     func testWebPIsAnAnimationWithOneDecodableFramePerInputFrame() throws {
         let (count, height, width) = (3, 20, 30)
-        let frames = randomFrames(count: count, height: height, width: width)
+        let frames = randomFrames(count: count, height: height, width: width, noise: 0.01)
         let path = scratch.appendingPathComponent("preview.webp").path
         try VideoWriter.write(frames: frames, count: count, width: width, height: height, fps: 8, to: path)
 
@@ -236,7 +237,7 @@ final class MediaTests: XCTestCase {
                 XCTAssertEqual(image.width, width, "the first frame covers the canvas")
                 let expected = VideoWriter.eightBit(Array(frames[0..<(height * width * 3)]))
                 let meanError = zip(image.pixels, expected).reduce(0.0) { $0 + abs(Double($1.0) - Double($1.1)) } / Double(expected.count)
-                XCTAssertLessThan(meanError, 8, "lossy quality 80; seed \(seed)")
+                XCTAssertLessThan(meanError, 6, "lossy quality 80; seed \(seed)")
             }
         }
     }
@@ -283,6 +284,16 @@ final class MediaTests: XCTestCase {
             }
         }
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: scratch.path), [])
+    }
+
+    func testWritingBelowAFileFailsAndLeavesNothing() throws {
+        let file = scratch.appendingPathComponent("plain")
+        try Data("a file".utf8).write(to: file)
+        XCTAssertThrowsError(try VideoWriter.write(frames: randomFrames(count: 1, height: 2, width: 2), count: 1, width: 2,
+                                                   height: 2, fps: 8, to: file.appendingPathComponent("clip.mp4").path)) { error in
+            XCTAssertTrue("\(error)".contains("\(file.path) is a file, not a directory"), "\(error)")
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: scratch.path), ["plain"])
     }
 
     func testFailingFFmpegLeavesTheExistingFileUntouchedAndNoPartialFile() throws {
@@ -496,7 +507,7 @@ final class MediaTests: XCTestCase {
                     let u = Float(x) / Float(max(width - 1, 1))
                     let v = Float(y) / Float(max(height - 1, 1))
                     let t = Float(f) / Float(max(count, 1))
-                    let base: [Float] = [u, v, (u + v + t + phase).truncatingRemainder(dividingBy: 1)]
+                    let base: [Float] = [u, v, 0.5 + 0.5 * sin(2 * Float.pi * (0.5 * (u + v) + t + phase))]
                     for channel in 0..<3 {
                         let jitter = (Float(generator.next() % 10_000) / 10_000 * 2 - 1) * noise
                         frames.append(min(max(0.1 + 0.8 * base[channel] + jitter, 0), 1))
@@ -592,9 +603,5 @@ private extension Int {
     /// The unsigned little-endian integer of `width` bytes at `offset` in `bytes`.
     init(littleEndian bytes: [UInt8], at offset: Int, width: Int) {
         self = (0..<width).reduce(0) { $0 | Int(bytes[offset + $1]) << (8 * $1) }
-    }
-
-    init(littleEndian bytes: ArraySlice<UInt8>, at offset: Int, width: Int) {
-        self.init(littleEndian: Array(bytes), at: offset, width: width)
     }
 }

@@ -1,0 +1,251 @@
+import ArgumentParser
+import Foundation
+import KinemaCore
+import KinemaCPU
+import KinemaPipeline
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make a video from one image and a prompt.",
+        discussion: """
+            Loads a diffusers-format I2VGen-XL model folder and runs the image-to-video pipeline \
+            exactly as diffusers' I2VGenXLPipeline does: the same seed gives the same video.
+
+            The model: --model DIR, else $KINEMA_MODEL, else ./Models/kinema-tiny, else the \
+            Models/kinema-tiny installed beside the kinema executable. Unset generation settings \
+            come from the model's kinema.json when it has one, else from diffusers' defaults \
+            (1280x704, 16 frames, 16 fps, 50 steps, guidance 9).
+
+            The output format follows the extension: .mp4 (H.264, plays in browsers), .gif, \
+            .webp, .npy (float32 [frames, height, width, 3] in [0, 1]) or, for a path ending in \
+            "/", a folder of PNG frames. The file appears only when complete.
+
+            Examples:
+              kinema generate --image boat.jpg --prompt "the boat sails away, camera slowly zooms in" --output boat.mp4
+              kinema generate --model ~/i2vgen-xl --variant fp16 --image cat.png --prompt "my cat" \\
+                  --width 512 --height 512 --steps 30 --seed 7 --output cat.gif
+            """
+    )
+
+    @Option(help: "A diffusers model folder (with model_index.json).")
+    var model: String?
+
+    @Option(help: "Weight files variant, e.g. fp16 for model.fp16.safetensors.")
+    var variant: String?
+
+    @Option(help: "The input picture (PNG, JPEG, WebP, …).")
+    var image: String
+
+    @Option(help: "What should happen in the video.")
+    var prompt: String
+
+    @Option(help: "What the video should not look like (default: empty, as diffusers).")
+    var negativePrompt: String?
+
+    @Option(parsing: .unconditional, help: "Video width in pixels, a multiple of 8.")
+    var width: Int?
+
+    @Option(parsing: .unconditional, help: "Video height in pixels, a multiple of 8.")
+    var height: Int?
+
+    @Option(parsing: .unconditional, help: "Number of frames.")
+    var frames: Int?
+
+    @Option(parsing: .unconditional, help: "Frames per second: the model's fps conditioning and the output's frame rate.")
+    var fps: Int?
+
+    @Option(parsing: .unconditional, help: "Denoising steps (DDIM).")
+    var steps: Int?
+
+    @Option(parsing: .unconditional, help: "Classifier-free guidance scale; 1 or less turns guidance off.")
+    var guidance: Float?
+
+    @Option(parsing: .unconditional, help: "Random seed (default: a random one, printed).")
+    var seed: UInt64?
+
+    @Option(parsing: .unconditional, help: "Frames per VAE decode call (same result, more memory for more speed).")
+    var decodeChunk = 1
+
+    @Option(parsing: .unconditional, help: "CPU worker threads (default: one per core).")
+    var threads: Int?
+
+    @Option(name: .shortAndLong, help: "Where to write the video (.mp4, .gif, .webp, .npy, or a folder/ of PNGs).")
+    var output: String
+
+    @Option(help: "Also write a JSON report: time by phase, UNet seconds per step, peak allocator bytes and peak RSS.")
+    var report: String?
+
+    @Flag(help: "No progress bar.")
+    var quiet = false
+
+    func run() throws {
+        guard VideoFormat(path: output) != nil else {
+            throw CLIError("cannot tell the format of \(output): use .mp4, .gif, .webp, .npy, or end the path with / for PNG frames")
+        }
+        let modelFolder = try ModelLocator.resolve(model)
+        let defaults = try RecommendedSettings.load(modelFolder: modelFolder)
+        var request = GenerationRequest(prompt: prompt, negativePrompt: negativePrompt, seed: seed ?? UInt64.random(in: 0...UInt64(Int64.max)))
+        request.width = width ?? defaults.width ?? request.width
+        request.height = height ?? defaults.height ?? request.height
+        request.frames = frames ?? defaults.frames ?? request.frames
+        request.fps = fps ?? defaults.fps ?? request.fps
+        request.steps = steps ?? defaults.steps ?? request.steps
+        request.guidanceScale = guidance ?? defaults.guidance ?? request.guidanceScale
+        request.decodeChunk = decodeChunk
+        do { try request.validate() } catch { throw CLIError("\(error)") }
+        if let threads, threads < 1 { throw CLIError("--threads must be at least 1") }
+
+        let picture = try ImageLoader.load(path: image)
+        if seed == nil { FileHandle.standardError.write(Data("seed: \(request.seed)\n".utf8)) }
+        let backend = CPUBackend(threads: threads)
+        let bar = ProgressBar(enabled: !quiet)
+        let clock = PhaseClock()
+        bar.phase("loading \(modelFolder)")
+        let loaded = try I2VGenXLModel.load(folder: modelFolder, backend: backend, variant: variant)
+        clock.finish("load")
+        let video = try ImageToVideoPipeline(model: loaded, backend: backend).generate(image: picture, request: request) {
+            clock.record($0)
+            bar.update($0)
+        }
+        let encoding = GenerationProgress(phase: .encodeVideo, step: 0, totalSteps: 1)
+        clock.record(encoding)
+        bar.update(encoding)
+        try VideoWriter.write(frames: video.frames, count: video.count, width: video.width, height: video.height, fps: request.fps, to: output)
+        clock.finish(GenerationPhase.encodeVideo.rawValue)
+        bar.update(GenerationProgress(phase: .encodeVideo, step: 1, totalSteps: 1))
+        bar.finish("wrote \(output) (\(video.count) frames, \(video.width)x\(video.height), seed \(request.seed))")
+        if let report {
+            let object: [String: Any] = [
+                "seed": request.seed, "width": request.width, "height": request.height, "frames": request.frames,
+                "steps": request.steps, "guidance": request.guidanceScale, "model": modelFolder, "device": "cpu",
+                "phase_seconds": clock.phases, "measured_seconds": clock.total,
+                "unet_seconds_per_step": clock.medianStepSeconds,
+                "measured_peak_bytes": backend.allocator.meter.peak, "peak_rss_bytes": ProcessMemory.peakResidentBytes,
+            ]
+            try AtomicFile.write(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), to: report)
+        }
+    }
+}
+
+/// Finds the model folder: the option, $KINEMA_MODEL, ./Models/kinema-tiny, then the one installed beside the executable.
+enum ModelLocator {
+    static func resolve(_ option: String?) throws -> String {
+        if let option { return option }
+        let environment = ProcessInfo.processInfo.environment["KINEMA_MODEL"]
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("Models/kinema-tiny").path
+        let candidates = [environment, "Models/kinema-tiny", beside].compactMap { $0 }
+        for candidate in candidates where FileManager.default.fileExists(atPath: (candidate as NSString).appendingPathComponent("model_index.json")) {
+            return candidate
+        }
+        throw CLIError("no model found: pass --model DIR (a diffusers folder with model_index.json) or set KINEMA_MODEL; looked in "
+                       + candidates.joined(separator: ", "))
+    }
+}
+
+/// A model folder's own recommended settings (`kinema.json`), all optional.
+struct RecommendedSettings: Decodable {
+    var width: Int?, height: Int?, frames: Int?, fps: Int?, steps: Int?
+    var guidance: Float?
+
+    static func load(modelFolder: String) throws -> RecommendedSettings {
+        let path = (modelFolder as NSString).appendingPathComponent("kinema.json")
+        guard let data = FileManager.default.contents(atPath: path) else { return RecommendedSettings() }
+        do { return try JSONDecoder().decode(RecommendedSettings.self, from: data) } catch {
+            throw CLIError("\(path): not valid settings (\(error.localizedDescription))")
+        }
+    }
+}
+
+/// One line on stderr, redrawn in place: phase, step k/N, elapsed and ETA.
+final class ProgressBar {
+    let enabled: Bool
+    let start = Date()
+    var phaseStart = Date()
+    var currentPhase = ""
+    let interactive = isatty(STDERR_FILENO) != 0
+
+    init(enabled: Bool) { self.enabled = enabled }
+
+    func write(_ line: String, final: Bool = false) {
+        guard enabled else { return }
+        let text = interactive ? "\r\u{1B}[2K" + line + (final ? "\n" : "") : line + "\n"
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+
+    func phase(_ name: String) { write(name + " …") }
+
+    func update(_ p: GenerationProgress) {
+        if p.phase.rawValue != currentPhase { currentPhase = p.phase.rawValue; phaseStart = Date() }
+        guard interactive || p.step == p.totalSteps || p.phase == .denoise else { return }
+        let width = 24, done = p.totalSteps > 0 ? p.step * width / p.totalSteps : width
+        let bar = String(repeating: "█", count: done) + String(repeating: "░", count: width - done)
+        let elapsed = Date().timeIntervalSince(phaseStart)
+        let eta = p.step > 0 ? elapsed / Double(p.step) * Double(p.totalSteps - p.step) : nil
+        write("\(p.phase.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)) \(bar) \(p.step)/\(p.totalSteps)"
+              + String(format: "  %.1fs", elapsed) + (eta.map { String(format: "  ETA %.1fs", $0) } ?? ""))
+    }
+
+    func finish(_ message: String) {
+        write(message + String(format: " in %.1fs", Date().timeIntervalSince(start)), final: true)
+    }
+}
+
+/// Wall time by phase, from the pipeline's progress events.
+final class PhaseClock {
+    let start = Date()
+    private var phaseStart = Date()
+    private var current: String?
+    private var lastStep: Date?
+    private var stepSeconds: [Double] = []
+    private(set) var phases: [String: Double] = [:]
+
+    func finish(_ phase: String) {
+        phases[phase, default: 0] += Date().timeIntervalSince(phaseStart)
+        phaseStart = Date()
+        current = nil
+    }
+
+    func record(_ p: GenerationProgress) {
+        if current != p.phase.rawValue {
+            if let current { finish(current) }
+            current = p.phase.rawValue
+        }
+        if p.phase == .denoise {
+            if let lastStep, p.step > 0 { stepSeconds.append(Date().timeIntervalSince(lastStep)) }
+            lastStep = Date()
+        }
+    }
+
+    var total: Double { Date().timeIntervalSince(start) }
+
+    /// The median seconds per denoising step (each step is one UNet call plus the scheduler).
+    var medianStepSeconds: Double {
+        let sorted = stepSeconds.sorted()
+        return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
+    }
+}
+
+/// The process's peak resident set size (VmHWM), 0 where /proc is absent.
+enum ProcessMemory {
+    static var peakResidentBytes: Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+        return kilobytes * 1024
+    }
+}
+
+/// Writes a file under a temporary name and renames it into place, so no partial file is left.
+enum AtomicFile {
+    static func write(_ data: Data, to path: String) throws {
+        let temporary = path + ".partial-\(getpid())"
+        do {
+            try data.write(to: URL(fileURLWithPath: temporary))
+            guard rename(temporary, path) == 0 else { throw CLIError(String(cString: strerror(errno))) }
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw CLIError("could not write \(path): \(error.localizedDescription)")
+        }
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+import KinemaCore
+import XCTest
+
+/// `kinema generate` end to end: seed parity through the CLI, and bad input that must fail
+/// cleanly — a clear message, a non-zero exit and no output file.
+final class GenerateCommandTests: XCTestCase {
+    static let pipelines = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("KinemaPipelineTests/Fixtures/pipelines")
+    var directory: URL!
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("kinema-generate-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
+
+    func kinema(_ arguments: [String]) throws -> CLITests.Run {
+        let process = Process()
+        process.executableURL = CLITests.executable
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return CLITests.Run(status: process.terminationStatus, stdout: stdout, stderr: stderr)
+    }
+
+    /// Writes the fixture's input image as a PNG with ffmpeg.
+    func writePNG(_ reference: SafeTensorsFile, to path: URL) throws {
+        let image = try reference.tensor("image")
+        let bytes = Data(image.floats().map { UInt8($0) })
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "\(image.shape[1])x\(image.shape[0])",
+                             "-i", "-", path.path]
+        let input = Pipe()
+        process.standardInput = input
+        try process.run()
+        input.fileHandleForWriting.write(bytes)
+        try input.fileHandleForWriting.close()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, "ffmpeg could not write the test PNG")
+    }
+
+    /// Reads a float32 .npy file: its shape and values.
+    func readNPY(_ path: URL) throws -> ([Int], [Float]) {
+        let data = try Data(contentsOf: path)
+        let headerLength = Int(data[8]) | Int(data[9]) << 8
+        let header = String(decoding: data[10..<(10 + headerLength)], as: UTF8.self)
+        let shapeText = header.components(separatedBy: "'shape': (")[1].components(separatedBy: ")")[0]
+        let shape = shapeText.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let values = data[(10 + headerLength)...].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        return (shape, values)
+    }
+
+    func testGenerateMatchesDiffusersSeedForSeed() throws {
+        let model = Self.pipelines.appendingPathComponent("released_layout")
+        let reference = try SafeTensorsFile(path: model.appendingPathComponent("reference.safetensors").path)
+        let image = directory.appendingPathComponent("input.png")
+        try writePNG(reference, to: image)
+        let output = directory.appendingPathComponent("video.npy")
+        let report = directory.appendingPathComponent("report.json")
+        let run = try kinema(["generate", "--model", model.path, "--image", image.path, "--prompt", "The boat sails away, camera slowly zooms in!",
+                              "--negative-prompt", "blurry, static", "--width", "48", "--height", "32", "--frames", "3", "--fps", "8",
+                              "--steps", "3", "--guidance", "6", "--decode-chunk", "2", "--seed", "1234", "--quiet",
+                              "--output", output.path, "--report", report.path])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let (shape, values) = try readNPY(output)
+        let expected = try reference.tensor("frames")
+        XCTAssertEqual(shape, expected.shape)
+        let error = zip(values, expected.floats()).map { abs($0 - $1) }.max() ?? .infinity
+        XCTAssertLessThan(error, 2e-3)
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: report)) as? [String: Any])
+        XCTAssertEqual(object["seed"] as? Int, 1234)
+        XCTAssertGreaterThan(object["measured_peak_bytes"] as? Int ?? 0, 0)
+        XCTAssertNotNil((object["phase_seconds"] as? [String: Double])?["denoise"])
+    }
+
+    func testEveryOutputFormatIsWritten() throws {
+        let model = Self.pipelines.appendingPathComponent("tiny_no_guidance")
+        let reference = try SafeTensorsFile(path: model.appendingPathComponent("reference.safetensors").path)
+        let image = directory.appendingPathComponent("input.png")
+        try writePNG(reference, to: image)
+        for name in ["v.mp4", "v.gif", "v.webp", "frames/"] {
+            let output = directory.appendingPathComponent(name).path + (name.hasSuffix("/") ? "/" : "")
+            let run = try kinema(["generate", "--model", model.path, "--image", image.path, "--prompt", "zoom in", "--width", "32",
+                                  "--height", "32", "--frames", "2", "--steps", "2", "--guidance", "1", "--output", output])
+            XCTAssertEqual(run.status, 0, run.stderr)
+            XCTAssertTrue(run.stderr.contains("seed: "), "a seed chosen at random is printed: \(run.stderr)")
+            XCTAssertTrue(FileManager.default.fileExists(atPath: output), name)
+        }
+    }
+
+    func testBadInputFailsClearlyAndLeavesNoOutput() throws {
+        let model = Self.pipelines.appendingPathComponent("tiny_no_guidance")
+        let reference = try SafeTensorsFile(path: model.appendingPathComponent("reference.safetensors").path)
+        let image = directory.appendingPathComponent("input.png")
+        try writePNG(reference, to: image)
+        let text = directory.appendingPathComponent("notes.png")
+        try Data("this is not a picture".utf8).write(to: text)
+        let incomplete = directory.appendingPathComponent("incomplete-model")
+        try FileManager.default.copyItem(at: model, to: incomplete)
+        try FileManager.default.removeItem(at: incomplete.appendingPathComponent("unet"))
+        let output = directory.appendingPathComponent("out.mp4")
+        let base = ["generate", "--model", model.path, "--image", image.path, "--prompt", "zoom in", "--width", "32", "--height", "32",
+                    "--frames", "2", "--steps", "2", "--output", output.path]
+        func replacing(_ option: String, with value: String) -> [String] {
+            var arguments = base
+            arguments[arguments.firstIndex(of: option)! + 1] = value
+            return arguments
+        }
+        let cases: [([String], String)] = [
+            (replacing("--image", with: directory.appendingPathComponent("missing.png").path), "missing.png"),
+            (replacing("--image", with: text.path), "notes.png"),
+            (replacing("--model", with: directory.appendingPathComponent("no-model").path), "does not exist"),
+            (replacing("--model", with: incomplete.path), "unet component is missing"),
+            (replacing("--width", with: "30"), "multiples of 8"),
+            (replacing("--height", with: "-8"), "multiples of 8"),
+            (replacing("--frames", with: "0"), "frames must be at least 1"),
+            (replacing("--steps", with: "0"), "steps must be at least 1"),
+            (base + ["--guidance", "-2"], "guidance must be 0 or more"),
+            (replacing("--output", with: directory.appendingPathComponent("out.avi").path), "cannot tell the format"),
+        ]
+        for (arguments, message) in cases {
+            let run = try kinema(arguments)
+            XCTAssertNotEqual(run.status, 0, arguments.joined(separator: " "))
+            XCTAssertTrue(run.stderr.contains(message), "expected “\(message)” in: \(run.stderr)")
+            let leftovers = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasPrefix("out") }
+            XCTAssertEqual(leftovers, [], "no output file after: \(message)")
+        }
+    }
+}
