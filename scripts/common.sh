@@ -27,10 +27,15 @@ kinema_install_system_packages() {
 }
 
 # Debian 12's OpenBLAS (0.3.21) does not recognise recent Xeon/EPYC CPUs and falls back to
-# generic SSE kernels; the kinema executable corrects this itself, but test processes load
-# OpenBLAS directly, so choose its AVX2 kernels here when the CPU has them.
+# generic SSE kernels; the kinema executable corrects this itself (BLAS.suggestedCoreType), but
+# test processes load OpenBLAS directly, so make the same choice here: SkylakeX on Intel CPUs
+# with AVX-512, Haswell elsewhere with AVX2 and FMA. A value already set is kept.
 kinema_select_blas_kernels() {
-    if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
+    [ -n "${OPENBLAS_CORETYPE:-}" ] && return
+    if grep -q GenuineIntel /proc/cpuinfo && grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo \
+        && grep -qw avx512dq /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo; then
+        export OPENBLAS_CORETYPE=SkylakeX
+    elif grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
         export OPENBLAS_CORETYPE=Haswell
     fi
 }

@@ -17,16 +17,19 @@ public enum BLAS {
     static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
 
     /// The kernel family OpenBLAS should be told to use, when its own CPU detection fell back to
-    /// generic SSE kernels on a CPU that has AVX2 and FMA (OpenBLAS 0.3.21, Debian 12's, does not
-    /// know recent Xeons and picks "Prescott", 6× slower). nil when detection worked or the user
-    /// already chose with OPENBLAS_CORETYPE. Haswell rather than SkylakeX: on some of these
-    /// CPUs 0.3.21's AVX-512 kernels are known to misbehave.
+    /// generic SSE kernels (Debian 12's OpenBLAS 0.3.21 does not know recent Xeons and picks
+    /// "Prescott", about 6× slower). On Intel CPUs with AVX-512 that is SkylakeX: the test suite's
+    /// sweep of sizes and transpositions passes with it on such a machine. Elsewhere with AVX2
+    /// and FMA it is Haswell: 0.3.21's AVX-512 kernels are not trusted on other vendors' CPUs.
+    /// nil when detection worked or the user chose with OPENBLAS_CORETYPE.
     public static var suggestedCoreType: String? {
         guard ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil,
               ["Prescott", "Core2", "Katmai", "Coppermine", "Northwood", "Banias", "Unknown"].contains(coreName),
-              let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let flags = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") })?.split(separator: " ")
-        else { return nil }
+              let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return nil }
+        let lines = cpuinfo.split(separator: "\n")
+        guard let flags = lines.first(where: { $0.hasPrefix("flags") })?.split(separator: " ").map(String.init) else { return nil }
+        let intel = lines.first(where: { $0.hasPrefix("vendor_id") })?.hasSuffix("GenuineIntel") ?? false
+        if intel && ["avx512f", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(flags.contains) { return "SkylakeX" }
         return flags.contains("avx2") && flags.contains("fma") ? "Haswell" : nil
     }
 

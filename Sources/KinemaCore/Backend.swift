@@ -30,8 +30,8 @@ public struct AttentionGeometry: Sendable, Equatable {
 public enum WorkspaceRequest: Sendable, Equatable {
     case conv2d(input: [Int], weight: [Int], parameters: Conv2dParameters)
     case attention(AttentionGeometry)
-    /// A (kt,1,1) temporal convolution with this weight shape.
-    case temporalConv(weight: [Int])
+    /// A (kt,1,1) temporal convolution of a (clips·frames, C, H, W) input.
+    case temporalConv(input: [Int], weight: [Int], frames: Int)
 }
 
 /// How many scratch bytes a backend's kernels need. The meta backend is given the policy of the

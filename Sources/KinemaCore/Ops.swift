@@ -34,7 +34,9 @@ extension Backend {
     /// The same values in another dtype.
     public func convert(_ input: Tensor, to dtype: DType) -> Tensor {
         let output = empty(input.shape, dtype: dtype, op: "convert")
-        convertKernel(input, into: output)
+        OpProfile.shared.time("convert") {
+            convertKernel(input, into: output)
+        }
         return output
     }
 
@@ -51,7 +53,9 @@ extension Backend {
         let bBatch = b.shape.dropLast(2).reduce(1, *)
         precondition(bBatch == 1 || bBatch == batch, "matmul batch sizes differ: \(a.shape) and \(b.shape)")
         let output = empty(batchShape + [m, n], dtype: a.dtype, op: "matmul")
-        matmulKernel(a, b, transposeA: transposeA, transposeB: transposeB, batch: batch, m: m, n: n, k: k, into: output)
+        OpProfile.shared.time("matmul") {
+            matmulKernel(a, b, transposeA: transposeA, transposeB: transposeB, batch: batch, m: m, n: n, k: k, into: output)
+        }
         return output
     }
 
@@ -61,7 +65,9 @@ extension Backend {
                      "linear: input \(input.shape) does not match weight \(weight.shape)")
         if let bias { precondition(bias.shape == [weight.shape[0]], "linear: bias \(bias.shape) for weight \(weight.shape)") }
         let output = empty(Array(input.shape.dropLast()) + [weight.shape[0]], dtype: input.dtype, op: "linear")
-        linearKernel(input, weight: weight, bias: bias, into: output)
+        OpProfile.shared.time("linear") {
+            linearKernel(input, weight: weight, bias: bias, into: output)
+        }
         return output
     }
 
@@ -77,7 +83,9 @@ extension Backend {
         let workspaceBytes = workspacePolicy.bytes(for: .conv2d(input: input.shape, weight: weight.shape, parameters: parameters))
         let output = empty([input.shape[0], weight.shape[0], oh, ow], dtype: input.dtype, op: "conv2d")
         let workspace = self.workspace(bytes: workspaceBytes, op: "conv2d.workspace")
-        conv2dKernel(input, weight: weight, bias: bias, parameters: parameters, workspace: workspace, into: output)
+        OpProfile.shared.time("conv2d") {
+            conv2dKernel(input, weight: weight, bias: bias, parameters: parameters, workspace: workspace, into: output)
+        }
         return output
     }
 
@@ -88,10 +96,12 @@ extension Backend {
                      && weight.shape[3] == 1 && weight.shape[4] == 1 && weight.shape[2] % 2 == 1,
                      "temporalConv: input \(input.shape) does not match weight \(weight.shape)")
         precondition(frames > 0 && input.shape[0] % frames == 0, "temporalConv: \(input.shape[0]) images are not a multiple of \(frames) frames")
-        let workspaceBytes = workspacePolicy.bytes(for: .temporalConv(weight: weight.shape))
+        let workspaceBytes = workspacePolicy.bytes(for: .temporalConv(input: input.shape, weight: weight.shape, frames: frames))
         let output = empty([input.shape[0], weight.shape[0], input.shape[2], input.shape[3]], dtype: input.dtype, op: "temporalConv")
         let workspace = self.workspace(bytes: workspaceBytes, op: "temporalConv.workspace")
-        temporalConvKernel(input, weight: weight, bias: bias, frames: frames, workspace: workspace, into: output)
+        OpProfile.shared.time("temporalConv") {
+            temporalConvKernel(input, weight: weight, bias: bias, frames: frames, workspace: workspace, into: output)
+        }
         return output
     }
 
@@ -103,21 +113,27 @@ extension Backend {
         precondition(input.rank >= 2 && input.shape[1] % groups == 0, "groupNorm: \(input.shape[1]) channels not divisible into \(groups) groups")
         precondition(frames > 0 && input.shape[0] % frames == 0, "groupNorm: \(input.shape[0]) images are not a multiple of \(frames) frames")
         let output = empty(input.shape, dtype: input.dtype, op: fusedSiLU ? "groupNorm+silu" : "groupNorm")
-        groupNormKernel(input, groups: groups, weight: weight, bias: bias, epsilon: epsilon, frames: frames, fusedSiLU: fusedSiLU, into: output)
+        OpProfile.shared.time("groupNorm") {
+            groupNormKernel(input, groups: groups, weight: weight, bias: bias, epsilon: epsilon, frames: frames, fusedSiLU: fusedSiLU, into: output)
+        }
         return output
     }
 
     /// LayerNorm over the last dimension.
     public func layerNorm(_ input: Tensor, weight: Tensor?, bias: Tensor?, epsilon: Float) -> Tensor {
         let output = empty(input.shape, dtype: input.dtype, op: "layerNorm")
-        layerNormKernel(input, weight: weight, bias: bias, epsilon: epsilon, into: output)
+        OpProfile.shared.time("layerNorm") {
+            layerNormKernel(input, weight: weight, bias: bias, epsilon: epsilon, into: output)
+        }
         return output
     }
 
     /// Softmax over the last dimension.
     public func softmax(_ input: Tensor) -> Tensor {
         let output = empty(input.shape, dtype: input.dtype, op: "softmax")
-        softmaxKernel(input, into: output)
+        OpProfile.shared.time("softmax") {
+            softmaxKernel(input, into: output)
+        }
         return output
     }
 
@@ -136,8 +152,10 @@ extension Backend {
         let workspaceBytes = workspacePolicy.bytes(for: .attention(geometry))
         let output = empty(query.shape, dtype: query.dtype, op: "attention")
         let workspace = self.workspace(bytes: workspaceBytes, op: "attention.workspace")
-        attentionKernel(query: query, key: key, value: value, geometry: geometry, causal: causal,
-                        scale: scale ?? 1 / Float(headDim).squareRoot(), workspace: workspace, into: output)
+        OpProfile.shared.time("attention") {
+            attentionKernel(query: query, key: key, value: value, geometry: geometry, causal: causal,
+                            scale: scale ?? 1 / Float(headDim).squareRoot(), workspace: workspace, into: output)
+        }
         return output
     }
 
@@ -149,7 +167,9 @@ extension Backend {
 
     public func unary(_ op: UnaryOp, _ input: Tensor) -> Tensor {
         let output = empty(input.shape, dtype: input.dtype, op: op.rawValue)
-        unaryKernel(op, input, into: output)
+        OpProfile.shared.time("unary") {
+            unaryKernel(op, input, into: output)
+        }
         return output
     }
 
@@ -160,14 +180,18 @@ extension Backend {
     /// `input · scale + shift`.
     public func affine(_ input: Tensor, scale: Float, shift: Float = 0) -> Tensor {
         let output = empty(input.shape, dtype: input.dtype, op: "affine")
-        affineKernel(input, scale: scale, shift: shift, into: output)
+        OpProfile.shared.time("affine") {
+            affineKernel(input, scale: scale, shift: shift, into: output)
+        }
         return output
     }
 
     /// `min(max(input, lower), upper)`.
     public func clamp(_ input: Tensor, lower: Float, upper: Float) -> Tensor {
         let output = empty(input.shape, dtype: input.dtype, op: "clamp")
-        clampKernel(input, lower: lower, upper: upper, into: output)
+        OpProfile.shared.time("clamp") {
+            clampKernel(input, lower: lower, upper: upper, into: output)
+        }
         return output
     }
 
@@ -175,7 +199,9 @@ extension Backend {
     public func adaptiveAveragePool(_ input: Tensor, height: Int, width: Int) -> Tensor {
         precondition(input.rank == 4 && height > 0 && width > 0, "adaptiveAveragePool: input \(input.shape) to \(height)x\(width)")
         let output = empty([input.shape[0], input.shape[1], height, width], dtype: input.dtype, op: "adaptiveAveragePool")
-        adaptiveAveragePoolKernel(input, into: output)
+        OpProfile.shared.time("adaptiveAveragePool") {
+            adaptiveAveragePoolKernel(input, into: output)
+        }
         return output
     }
 
@@ -184,7 +210,9 @@ extension Backend {
     public func geglu(_ input: Tensor) -> Tensor {
         precondition(input.dim(-1) % 2 == 0, "geglu: last dimension \(input.dim(-1)) is odd")
         let output = empty(Array(input.shape.dropLast()) + [input.dim(-1) / 2], dtype: input.dtype, op: "geglu")
-        gegluKernel(input, into: output)
+        OpProfile.shared.time("geglu") {
+            gegluKernel(input, into: output)
+        }
         return output
     }
 
@@ -192,7 +220,9 @@ extension Backend {
     public func binary(_ op: BinaryOp, _ a: Tensor, _ b: Tensor) -> Tensor {
         precondition(Self.broadcasts(b.shape, onto: a.shape), "\(op): shape \(b.shape) does not broadcast onto \(a.shape)")
         let output = empty(a.shape, dtype: a.dtype, op: op.rawValue)
-        binaryKernel(op, a, b, into: output)
+        OpProfile.shared.time("binary") {
+            binaryKernel(op, a, b, into: output)
+        }
         return output
     }
 
@@ -223,7 +253,9 @@ extension Backend {
             shape[axis] += input.shape[axis]
         }
         let output = empty(shape, dtype: inputs[0].dtype, op: "concat")
-        concatKernel(inputs, axis: axis, into: output)
+        OpProfile.shared.time("concat") {
+            concatKernel(inputs, axis: axis, into: output)
+        }
         return output
     }
 
@@ -231,7 +263,9 @@ extension Backend {
     public func permute(_ input: Tensor, _ order: [Int]) -> Tensor {
         precondition(order.sorted() == Array(0..<input.rank), "permute: \(order) is not a permutation of \(input.rank) dimensions")
         let output = empty(order.map { input.shape[$0] }, dtype: input.dtype, op: "permute")
-        permuteKernel(input, order: order, into: output)
+        OpProfile.shared.time("permute") {
+            permuteKernel(input, order: order, into: output)
+        }
         return output
     }
 
@@ -246,7 +280,9 @@ extension Backend {
     public func upsampleNearest(_ input: Tensor, height: Int, width: Int) -> Tensor {
         precondition(input.rank == 4 && height > 0 && width > 0, "upsampleNearest: input \(input.shape) to \(height)x\(width)")
         let output = empty([input.shape[0], input.shape[1], height, width], dtype: input.dtype, op: "upsampleNearest")
-        upsampleNearestKernel(input, into: output)
+        OpProfile.shared.time("upsampleNearest") {
+            upsampleNearestKernel(input, into: output)
+        }
         return output
     }
 
@@ -255,14 +291,18 @@ extension Backend {
         precondition(table.rank == 2, "embedding: table \(table.shape) is not a matrix")
         precondition(ids.allSatisfy { $0 >= 0 && $0 < table.shape[0] }, "embedding: id outside a table of \(table.shape[0]) rows")
         let output = empty([ids.count, table.shape[1]], dtype: computeType, op: "embedding")
-        embeddingKernel(ids: ids, table: table, into: output)
+        OpProfile.shared.time("embedding") {
+            embeddingKernel(ids: ids, table: table, into: output)
+        }
         return output
     }
 
     /// diffusers' sinusoidal `get_timestep_embedding`: (timesteps.count, dimension).
     public func timestepEmbedding(_ timesteps: [Float], parameters: TimestepEmbeddingParameters) -> Tensor {
         let output = empty([timesteps.count, parameters.dimension], dtype: computeType, op: "timestepEmbedding")
-        timestepEmbeddingKernel(timesteps, parameters: parameters, into: output)
+        OpProfile.shared.time("timestepEmbedding") {
+            timestepEmbeddingKernel(timesteps, parameters: parameters, into: output)
+        }
         return output
     }
 }

@@ -78,6 +78,9 @@ struct Generate: ParsableCommand {
     @Flag(help: "No progress bar.")
     var quiet = false
 
+    @Flag(help: "Print the time spent in each kind of op when done.")
+    var profile = false
+
     func run() throws {
         guard VideoFormat(path: output) != nil else {
             throw CLIError("cannot tell the format of \(output): use .mp4, .gif, .webp, .npy, or end the path with / for PNG frames")
@@ -98,6 +101,7 @@ struct Generate: ParsableCommand {
         let picture = try ImageLoader.load(path: image)
         if seed == nil { FileHandle.standardError.write(Data("seed: \(request.seed)\n".utf8)) }
         let backend = CPUBackend(threads: threads)
+        OpProfile.shared.isEnabled = profile
         let bar = ProgressBar(enabled: !quiet)
         let clock = PhaseClock()
         bar.phase("loading \(modelFolder)")
@@ -114,6 +118,13 @@ struct Generate: ParsableCommand {
         clock.finish(GenerationPhase.encodeVideo.rawValue)
         bar.update(GenerationProgress(phase: .encodeVideo, step: 1, totalSteps: 1))
         bar.finish("wrote \(output) (\(video.count) frames, \(video.width)x\(video.height), seed \(request.seed))")
+        if profile {
+            var lines = ["op                     seconds    calls"]
+            for entry in OpProfile.shared.table {
+                lines.append(entry.op.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: "%10.3f %8d", entry.seconds, entry.calls))
+            }
+            FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        }
         if let report {
             let object: [String: Any] = [
                 "seed": request.seed, "width": request.width, "height": request.height, "frames": request.frames,

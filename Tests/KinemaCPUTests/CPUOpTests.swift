@@ -277,3 +277,26 @@ final class CPUOpTests: XCTestCase {
         assertClose(cpu.convert(cpu.convert(x, to: .bf16), to: .f32).floats(), xv, atol: 0, rtol: 8e-3)
     }
 }
+
+/// OpenBLAS picks different kernels by size (small-matrix paths, packing thresholds) and by CPU;
+/// every transposition and a sweep of small and odd sizes must agree with the reference.
+final class MatmulSweepTests: XCTestCase {
+    func testMatmulAcrossSizesAndTranspositions() {
+        let random = RandomInputs()
+        let cpu = CPUBackend()
+        var sizes = [1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 64, 65]
+        sizes += (0..<4).map { _ in random.int(in: 1...100) }
+        for m in sizes.shuffled().prefix(6) {
+            for n in sizes.shuffled().prefix(6) {
+                let k = sizes.randomElement()!
+                for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                    let av = random.normal(m * k), bv = random.normal(k * n)
+                    let a = cpu.tensor(av, shape: ta ? [1, k, m] : [1, m, k]), b = cpu.tensor(bv, shape: tb ? [n, k] : [k, n])
+                    let expected = ReferenceOps.matmul(av, bv, batch: 1, m: m, n: n, k: k, transposeA: ta, transposeB: tb, bBatched: false)
+                    assertClose(cpu.matmul(a, b, transposeA: ta, transposeB: tb).floats(), expected, atol: 1e-4, rtol: 1e-4,
+                                "\(m)x\(n)x\(k) \(ta) \(tb) seed \(random.seed)")
+                }
+            }
+        }
+    }
+}

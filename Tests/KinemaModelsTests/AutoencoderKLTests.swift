@@ -64,7 +64,8 @@ final class AutoencoderKLTests: XCTestCase {
         let together = vae.decode(latents, cpu)
         let apart = (0..<2).map { vae.decode(latents.slice($0 ..< $0 + 1), cpu) }
         XCTAssertEqual(together.shape, [2, 3, 14, 12])
-        assertClose(together.floats(), apart.flatMap { $0.floats() }, within: 1e-6, "seed \(random.seed)")
+        // Equal up to float rounding: batched frames may share one sgemm with a different blocking.
+        assertClose(together.floats(), apart.flatMap { $0.floats() }, within: 1e-5, "seed \(random.seed)")
     }
 
     // MARK: Weights
