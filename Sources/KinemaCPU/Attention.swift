@@ -24,40 +24,40 @@ extension CPUBackend {
     /// Scores of one query chunk by sgemm, softmax over rows in parallel, then the weighted sum of
     /// values by sgemm. Token-major tensors: row stride heads·D, head h at column h·D.
     private func chunkedAttention(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
-                                  _ out: UnsafeMutablePointer<Float>, _ scores: UnsafeMutablePointer<Float>,
+                                  _ out: UnsafeMutablePointer<Float>, _ workspace: UnsafeMutablePointer<Float>,
                                   _ g: AttentionGeometry, causal: Bool, scale: Float) {
         let width = g.heads * g.headDim
-        let sums = scores + g.queryChunk * g.keys
-        for b in 0..<g.batch {
-            for h in 0..<g.heads {
+        let chunks = (g.queries + g.queryChunk - 1) / g.queryChunk
+        // Each worker takes whole (batch, head, query chunk) tasks with single-threaded sgemm: no
+        // fork and join per product, and softmax overlaps the other worker's products.
+        BLAS.setThreads(1)
+        defer { BLAS.setThreads(threads) }
+        parallelForWorkers(g.batch * g.heads * chunks, threads: threads) { worker, range in
+            let scores = workspace + worker * ChunkedAttentionLayout.floatsPerWorker(g)
+            let sums = scores + g.queryChunk * g.keys
+            for task in range {
+                let b = task / (g.heads * chunks), h = (task / chunks) % g.heads, q0 = (task % chunks) * g.queryChunk
                 let keys = k + b * g.keys * width + h * g.headDim
                 let values = v + b * g.keys * width + h * g.headDim
-                var q0 = 0
-                while q0 < g.queries {
-                    let rows = min(g.queryChunk, g.queries - q0)
-                    let queryRows = (b * g.queries + q0) * width + h * g.headDim
-                    // scores (rows, Nk) = Q (rows, D) · Kᵀ (D, Nk)
-                    BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: g.keys, k: g.headDim,
-                               a: q + queryRows, lda: width, b: keys, ldb: width, beta: 0, c: scores, ldc: g.keys)
-                    // Unnormalised probabilities; each output row is divided by its sum after the
-                    // product with V (64 values a row instead of Nk).
-                    let first = q0
-                    parallelFor(rows, threads: threads, minimumPerThread: max(1, 4096 / g.keys)) { range in
-                        for r in range {
-                            let row = scores + r * g.keys
-                            sums[r] = exponentiateRow(row, g.keys, scale: scale, validCount: causal ? min(first + r + 1, g.keys) : g.keys)
-                        }
-                    }
-                    // out (rows, D) = P (rows, Nk) · V (Nk, D)
-                    let outRows = out + queryRows
-                    BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: g.headDim, k: g.keys,
-                               a: scores, lda: g.keys, b: values, ldb: width, beta: 0, c: outRows, ldc: width)
-                    for r in 0..<rows {
-                        let inverse = 1 / sums[r]
-                        let line = outRows + r * width
-                        for d in 0..<g.headDim { line[d] *= inverse }
-                    }
-                    q0 += rows
+                let rows = min(g.queryChunk, g.queries - q0)
+                let queryRows = (b * g.queries + q0) * width + h * g.headDim
+                // scores (rows, Nk) = Q (rows, D) · Kᵀ (D, Nk)
+                BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: g.keys, k: g.headDim,
+                           a: q + queryRows, lda: width, b: keys, ldb: width, beta: 0, c: scores, ldc: g.keys)
+                // Unnormalised probabilities; each output row is divided by its sum after the
+                // product with V (D values a row instead of Nk).
+                for r in 0..<rows {
+                    sums[r] = exponentiateRow(scores + r * g.keys, g.keys, scale: scale,
+                                              validCount: causal ? min(q0 + r + 1, g.keys) : g.keys)
+                }
+                // out (rows, D) = P (rows, Nk) · V (Nk, D)
+                let outRows = out + queryRows
+                BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: g.headDim, k: g.keys,
+                           a: scores, lda: g.keys, b: values, ldb: width, beta: 0, c: outRows, ldc: width)
+                for r in 0..<rows {
+                    let inverse = 1 / sums[r]
+                    let line = outRows + r * width
+                    for d in 0..<g.headDim { line[d] *= inverse }
                 }
             }
         }
@@ -105,6 +105,11 @@ extension CPUBackend {
             }
         }
     }
+}
+
+/// Workspace layout of the chunked attention path, per worker: one chunk of scores, then its row sums.
+enum ChunkedAttentionLayout {
+    static func floatsPerWorker(_ g: AttentionGeometry) -> Int { g.queryChunk * g.keys + g.queryChunk }
 }
 
 /// Workspace layout of the small-sequence attention path, per worker: scores (Nq × paddedKeys)

@@ -14,6 +14,8 @@ public enum BLAS {
     /// 0 = sequential build, 1 = pthreads, 2 = OpenMP.
     public static var parallelMode: Int { Int(openblas_get_parallel()) }
 
+    /// Sets OpenBLAS's own thread pool; kernels that give each worker its own products set it to
+    /// 1 while they run.
     static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
 
     /// The kernel family OpenBLAS should be told to use, when its own CPU detection fell back to

@@ -17,10 +17,11 @@ public struct CPUWorkspacePolicy: WorkspacePolicy {
     public func bytes(for request: WorkspaceRequest) -> Int {
         switch request {
         case .conv2d(let input, let weight, let parameters):
-            return ConvolutionPlan(input: input, weight: weight, parameters: parameters, bandBytes: convolutionBandBytes).workspaceFloats * 4
+            return ConvolutionPlan(input: input, weight: weight, parameters: parameters, bandBytes: convolutionBandBytes)
+                .workspaceFloats(images: input[0], threads: threads) * 4
         case .attention(let g):
             if AttentionPlan.usesSmallPath(g) { return threads * SmallAttentionLayout.floatsPerWorker(g) * 4 }
-            return (g.queryChunk * g.keys + g.queryChunk) * 4  // scores and row sums
+            return threads * ChunkedAttentionLayout.floatsPerWorker(g) * 4
         case .temporalConv(let input, let weight, let frames):
             return TemporalConvolutionPlan(input: input, weight: weight, frames: frames, bandBytes: convolutionBandBytes).workspaceFloats * 4
         }
