@@ -17,8 +17,7 @@ public struct CPUWorkspacePolicy: WorkspacePolicy {
     public func bytes(for request: WorkspaceRequest) -> Int {
         switch request {
         case .conv2d(let input, let weight, let parameters):
-            return ConvolutionPlan(input: input, weight: weight, parameters: parameters, bandBytes: convolutionBandBytes)
-                .workspaceFloats(images: input[0], threads: threads) * 4
+            return ConvolutionPlan(input: input, weight: weight, parameters: parameters, bandBytes: convolutionBandBytes).workspaceFloats * 4
         case .attention(let g):
             if AttentionPlan.usesSmallPath(g) { return threads * SmallAttentionLayout.floatsPerWorker(g) * 4 }
             return threads * ChunkedAttentionLayout.floatsPerWorker(g) * 4

@@ -24,14 +24,10 @@ struct ConvolutionPlan {
 
     var outputPixels: Int { outputH * outputW }
     var bandPixels: Int { bandRows * outputW }
-    /// Workers that each take whole images (one when there is a single image).
-    func workersForImages(_ images: Int, threads: Int) -> Int { min(images, threads) }
-
-    /// Scratch floats: columns (and, when grouped, the group's output before it is scattered);
-    /// one band of columns per worker otherwise.
-    func workspaceFloats(images: Int, threads: Int) -> Int {
+    /// Scratch floats: columns (and, when grouped, the group's output before it is scattered).
+    var workspaceFloats: Int {
         if imagesPerGroup > 1 { return (columnRows + outputChannels) * imagesPerGroup * outputPixels }
-        return isPointwise ? 0 : columnRows * bandPixels * workersForImages(images, threads: threads)
+        return isPointwise ? 0 : columnRows * bandPixels
     }
 
     init(input: [Int], weight: [Int], parameters: Conv2dParameters, bandBytes: Int) {
@@ -119,23 +115,17 @@ extension CPUBackend {
             return
         }
         let columns = workspace!.pointer(Float.self)
-        // With an image per worker, each worker fills and multiplies its own columns with
-        // single-threaded sgemm, so filling overlaps the other worker's product.
-        let workers = plan.workersForImages(images, threads: threads)
-        parallelForWorkers(images, threads: workers) { worker, range in
-            let columns = columns + worker * plan.columnRows * plan.bandPixels
-            for n in range {
-                var row = 0
-                while row < plan.outputH {
-                    let rows = row..<min(plan.outputH, row + plan.bandRows)
-                    let pixels = rows.count * plan.outputW
-                    plan.fillColumns(x + n * imageSize, rows: rows, columns, rowStride: pixels, threads: workers > 1 ? 1 : threads)
-                    // out[n][:, band] (O, pixels) += W (O, C·kh·kw) · columns (C·kh·kw, pixels)
-                    BLAS.sgemm(transposeA: false, transposeB: false, m: outChannels, n: pixels, k: plan.columnRows,
-                               a: w, lda: plan.columnRows, b: columns, ldb: pixels,
-                               beta: beta, c: out + n * outChannels * outPixels + row * plan.outputW, ldc: outPixels)
-                    row = rows.upperBound
-                }
+        for n in 0..<images {
+            var row = 0
+            while row < plan.outputH {
+                let rows = row..<min(plan.outputH, row + plan.bandRows)
+                let pixels = rows.count * plan.outputW
+                plan.fillColumns(x + n * imageSize, rows: rows, columns, rowStride: pixels, threads: threads)
+                // out[n][:, band] (O, pixels) += W (O, C·kh·kw) · columns (C·kh·kw, pixels)
+                BLAS.sgemm(transposeA: false, transposeB: false, m: outChannels, n: pixels, k: plan.columnRows,
+                           a: w, lda: plan.columnRows, b: columns, ldb: pixels,
+                           beta: beta, c: out + n * outChannels * outPixels + row * plan.outputW, ldc: outPixels)
+                row = rows.upperBound
             }
         }
     }

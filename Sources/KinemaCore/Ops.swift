@@ -1,4 +1,3 @@
-import Foundation
 /// The op front-end shared by every backend: shape checks, output and workspace allocation
 /// (labelled with the op's name in the meter), then the backend's kernel.
 extension Backend {
@@ -160,10 +159,7 @@ extension Backend {
     }
 
     /// Queries per chunk so that one block of scores stays near 4 MiB of f32.
-    public static func defaultQueryChunk(keys: Int) -> Int {
-        if let forced = ProcessInfo.processInfo.environment["KINEMA_QUERY_CHUNK"].flatMap(Int.init) { return forced }
-        return max(16, (1 << 20) / max(keys, 1))
-    }
+    public static func defaultQueryChunk(keys: Int) -> Int { max(16, (1 << 20) / max(keys, 1)) }
 
     public func unary(_ op: UnaryOp, _ input: Tensor) -> Tensor {
         let output = empty(input.shape, dtype: input.dtype, op: op.rawValue)
