@@ -30,10 +30,11 @@ let package = Package(
         .target(name: "KinemaCPU", dependencies: ["KinemaCore", "CBLAS"], swiftSettings: engineFlags),
         .target(name: "KinemaModels", dependencies: ["KinemaCore"], swiftSettings: engineFlags),
         .target(name: "KinemaPipeline", dependencies: ["KinemaModels", "KinemaCore"], swiftSettings: engineFlags),
+        .target(name: "KinemaPlanner", dependencies: ["KinemaPipeline", "KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .executableTarget(
             name: "kinema",
             dependencies: [
-                "KinemaCore", "KinemaCPU", "KinemaModels", "KinemaPipeline",
+                "KinemaCore", "KinemaCPU", "KinemaModels", "KinemaPipeline", "KinemaPlanner",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.swiftLanguageMode(.v5)]
@@ -42,6 +43,8 @@ let package = Package(
                     exclude: ["Fixtures"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KinemaPipelineTests", dependencies: ["KinemaPipeline", "KinemaModels", "KinemaCore", "KinemaCPU"],
                     exclude: ["Fixtures"], swiftSettings: [.swiftLanguageMode(.v5)]),
+        .testTarget(name: "KinemaPlannerTests", dependencies: ["KinemaPlanner", "KinemaPipeline", "KinemaCore", "KinemaCPU"],
+                    swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KinemaCLITests", dependencies: ["kinema", "KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KinemaCoreTests", dependencies: ["KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(

@@ -137,7 +137,6 @@ extension CPUBackend {
                                     _ workspace: UnsafeMutablePointer<Float>) {
         let pixels = plan.outputPixels, outChannels = plan.outputChannels
         let columns = workspace, product = workspace + plan.columnRows * plan.imagesPerGroup * pixels
-        let b = bias?.pointer(Float.self)
         var first = 0
         while first < images {
             let group = min(plan.imagesPerGroup, images - first)
@@ -152,20 +151,29 @@ extension CPUBackend {
             }
             BLAS.sgemm(transposeA: false, transposeB: false, m: outChannels, n: stride, k: plan.columnRows,
                        a: w, lda: plan.columnRows, b: columns, ldb: stride, beta: 0, c: product, ldc: stride)
-            parallelFor(group * outChannels, threads: threads, minimumPerThread: max(1, 16384 / max(pixels, 1))) { range in
-                for task in range {
-                    let i = task / outChannels, o = task % outChannels
-                    let source = product + o * stride + i * pixels
-                    let target = out + ((first + i) * outChannels + o) * pixels
-                    if let b {
-                        let v = Vector(repeating: b[o])
-                        mapVectors(source, target, pixels) { $0 + v }
-                    } else {
-                        target.update(from: source, count: pixels)
-                    }
+            scatterGroupProduct(product, images: group, from: first, outChannels: outChannels, pixels: pixels,
+                                bias: bias?.pointer(Float.self), into: out)
+            first += group
+        }
+    }
+
+    /// Scatters a grouped sgemm's product (O, g·P) into images `first..<first + g` of `out` (N, O, P),
+    /// adding `bias` (O) when there is one.
+    private func scatterGroupProduct(_ product: UnsafePointer<Float>, images group: Int, from first: Int, outChannels: Int,
+                                     pixels: Int, bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
+        let stride = group * pixels
+        parallelFor(group * outChannels, threads: threads, minimumPerThread: max(1, 16384 / max(pixels, 1))) { range in
+            for task in range {
+                let image = task / outChannels, o = task % outChannels
+                let source = product + o * stride + image * pixels
+                let target = out + ((first + image) * outChannels + o) * pixels
+                if let bias {
+                    let v = Vector(repeating: bias[o])
+                    mapVectors(source, target, pixels) { $0 + v }
+                } else {
+                    target.update(from: source, count: pixels)
                 }
             }
-            first += group
         }
     }
 
@@ -200,20 +208,8 @@ extension CPUBackend {
                 }
                 BLAS.sgemm(transposeA: false, transposeB: false, m: outChannels, n: stride, k: plan.columnRows,
                            a: w, lda: plan.columnRows, b: columns, ldb: stride, beta: 0, c: product, ldc: stride)
-                let b = bias?.pointer(Float.self)
-                parallelFor(group * frames * outChannels, threads: threads, minimumPerThread: max(1, 16384 / max(pixels, 1))) { range in
-                    for task in range {
-                        let image = task / outChannels, o = task % outChannels
-                        let source = product + o * stride + image * pixels
-                        let target = out + ((firstClip * frames + image) * outChannels + o) * pixels
-                        if let b {
-                            let v = Vector(repeating: b[o])
-                            mapVectors(source, target, pixels) { $0 + v }
-                        } else {
-                            target.update(from: source, count: pixels)
-                        }
-                    }
-                }
+                scatterGroupProduct(product, images: group * frames, from: firstClip * frames, outChannels: outChannels,
+                                    pixels: pixels, bias: bias?.pointer(Float.self), into: out)
                 firstClip += group
             }
             return

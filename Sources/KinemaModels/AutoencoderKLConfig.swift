@@ -2,14 +2,9 @@
 // that shape the model, with diffusers' defaults, parsed as tolerantly as `from_config` does.
 import Foundation
 
-/// A VAE configuration that diffusers would reject or that Kinema cannot run; the message names the
-/// key and what was expected.
-public struct AutoencoderKLConfigError: Error, CustomStringConvertible, Sendable {
-    /// What went wrong, naming the offending key or file.
-    public let description: String
-
-    init(_ description: String) { self.description = description }
-}
+/// A VAE configuration that diffusers would reject or that Kinema cannot run: a `ConfigError` whose
+/// problem names the key and what was expected.
+public typealias AutoencoderKLConfigError = ConfigError
 
 /// The configuration of diffusers' `AutoencoderKL`. Defaults are diffusers' constructor defaults,
 /// which is what `from_config` uses for keys a `config.json` leaves out.
@@ -68,191 +63,86 @@ public struct AutoencoderKLConfig: Sendable, Equatable {
     /// How many times the encoder halves the image size: 2^(number of blocks − 1).
     public var downscaleFactor: Int { 1 << (blockOutChannels.count - 1) }
 
-    /// Parses a `config.json` document and checks that Kinema can build the model it describes.
+    /// Parses a `config.json` document and checks that Kinema can build the model it describes;
+    /// errors call the document `source`.
     ///
     /// Tolerant like diffusers' `from_config`: unknown keys (`_class_name`, `latents_mean`, keys of
     /// other diffusers versions) are ignored, `null` means the default, integral floats are accepted
     /// as integers and integers as floats. A value of the wrong type is an error naming the key.
-    public init(json: Data) throws {
-        let document: ConfigDocument
-        do {
-            document = try JSONDecoder().decode(ConfigDocument.self, from: json)
-        } catch let error as AutoencoderKLConfigError {
-            throw error
-        } catch {
-            throw AutoencoderKLConfigError("VAE config is not a valid JSON object: \(error)")
-        }
-        self = document.config
-        try validate(downBlockTypes: document.downBlockTypes, upBlockTypes: document.upBlockTypes)
+    public init(json: Data, source: String = "VAE config") throws {
+        let keys = try ConfigFile.Reader(json: json, source: source)
+        self.init()
+        if let value = try keys.int("in_channels") { inChannels = value }
+        if let value = try keys.int("out_channels") { outChannels = value }
+        if let value = try keys.int("latent_channels") { latentChannels = value }
+        if let value = try keys.ints("block_out_channels") { blockOutChannels = value }
+        if let value = try keys.int("layers_per_block") { layersPerBlock = value }
+        if let value = try keys.int("norm_num_groups") { normNumGroups = value }
+        if let value = try keys.string("act_fn") { actFn = value }
+        if let value = try keys.double("scaling_factor") { scalingFactor = value }
+        shiftFactor = try keys.double("shift_factor")
+        if let value = try keys.bool("use_quant_conv") { useQuantConv = value }
+        if let value = try keys.bool("use_post_quant_conv") { usePostQuantConv = value }
+        if let value = try keys.bool("mid_block_add_attention") { midBlockAddAttention = value }
+        if let value = try keys.sampleSize("sample_size") { sampleSize = value }
+        if let value = try keys.bool("force_upcast") { forceUpcast = value }
+        let downBlockTypes = try keys.strings("down_block_types"), upBlockTypes = try keys.strings("up_block_types")
+        try validate(source: source)
+        try validate(downBlockTypes: downBlockTypes, upBlockTypes: upBlockTypes, source: source)
     }
 
     /// Reads and parses the `config.json` at `path`.
     public init(contentsOf path: String) throws {
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw AutoencoderKLConfigError("cannot read VAE config \(path): \(error.localizedDescription)")
-        }
-        do {
-            try self.init(json: data)
-        } catch let error as AutoencoderKLConfigError {
-            throw AutoencoderKLConfigError("\(path): \(error.description)")
-        }
+        try self.init(json: ConfigFile.data(at: path), source: path)
     }
 
     /// Checks what diffusers' constructor (or torch's GroupNorm inside it) would reject and what
     /// Kinema does not implement; `init(json:)` has already done so for a parsed config.
-    public func validate() throws {
+    public func validate() throws { try validate(source: "VAE config") }
+
+    private func validate(source: String) throws {
+        func fail(_ problem: String) -> ConfigError { ConfigError(path: source, problem: problem) }
         guard !blockOutChannels.isEmpty, blockOutChannels.allSatisfy({ $0 > 0 }) else {
-            throw AutoencoderKLConfigError("block_out_channels must be a non-empty list of positive integers, got \(blockOutChannels)")
+            throw fail("block_out_channels must be a non-empty list of positive integers, got \(blockOutChannels)")
         }
         guard actFn == "silu" || actFn == "swish" else {
-            throw AutoencoderKLConfigError("act_fn is \"\(actFn)\"; only \"silu\" (or its alias \"swish\") is supported")
+            throw fail("act_fn is \"\(actFn)\"; only \"silu\" (or its alias \"swish\") is supported")
         }
         for (name, value) in [("in_channels", inChannels), ("out_channels", outChannels), ("latent_channels", latentChannels),
                               ("layers_per_block", layersPerBlock), ("norm_num_groups", normNumGroups)] where value < 1 {
-            throw AutoencoderKLConfigError("\(name) must be at least 1, got \(value)")
+            throw fail("\(name) must be at least 1, got \(value)")
         }
         if let channels = blockOutChannels.first(where: { $0 % normNumGroups != 0 }) {
-            throw AutoencoderKLConfigError("block_out_channels entry \(channels) is not divisible into norm_num_groups = \(normNumGroups) groups")
+            throw fail("block_out_channels entry \(channels) is not divisible into norm_num_groups = \(normNumGroups) groups")
         }
     }
 
     /// Checks the block types of a config file, which this struct does not store because only one
     /// kind of each exists in the VAE Kinema runs.
-    private func validate(downBlockTypes: [String]?, upBlockTypes: [String]?) throws {
-        try validate()
+    private func validate(downBlockTypes: [String]?, upBlockTypes: [String]?, source: String) throws {
+        func fail(_ problem: String) -> ConfigError { ConfigError(path: source, problem: problem) }
         // diffusers' defaults are one block of each; it builds one block per entry of *_block_types
         // but indexes block_out_channels with it.
         let down = downBlockTypes ?? ["DownEncoderBlock2D"]
         let up = upBlockTypes ?? ["UpDecoderBlock2D"]
         guard down.count == blockOutChannels.count, up.count == blockOutChannels.count else {
-            throw AutoencoderKLConfigError("down_block_types (\(down.count)) and up_block_types (\(up.count)) must have one "
-                                           + "entry per block_out_channels entry (\(blockOutChannels.count))")
+            throw fail("down_block_types (\(down.count)) and up_block_types (\(up.count)) must have one "
+                       + "entry per block_out_channels entry (\(blockOutChannels.count))")
         }
         if let other = down.first(where: { $0 != "DownEncoderBlock2D" }) {
-            throw AutoencoderKLConfigError("down_block_types has \"\(other)\"; only \"DownEncoderBlock2D\" is supported")
+            throw fail("down_block_types has \"\(other)\"; only \"DownEncoderBlock2D\" is supported")
         }
         if let other = up.first(where: { $0 != "UpDecoderBlock2D" }) {
-            throw AutoencoderKLConfigError("up_block_types has \"\(other)\"; only \"UpDecoderBlock2D\" is supported")
+            throw fail("up_block_types has \"\(other)\"; only \"UpDecoderBlock2D\" is supported")
         }
     }
 }
 
-/// Decodes the keys of a VAE config one by one so that each error names its key.
-private struct ConfigDocument: Decodable {
-    var config = AutoencoderKLConfig()
-    var downBlockTypes: [String]?
-    var upBlockTypes: [String]?
-
-    private struct Key: CodingKey {
-        let stringValue: String
-        var intValue: Int? { nil }
-        init(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
-    init(from decoder: Decoder) throws {
-        let container: KeyedDecodingContainer<Key>
-        do {
-            container = try decoder.container(keyedBy: Key.self)
-        } catch {
-            throw AutoencoderKLConfigError("a VAE config must be a JSON object")
-        }
-        let keys = KeyReader(container: container)
-        if let value = try keys.integer("in_channels") { config.inChannels = value }
-        if let value = try keys.integer("out_channels") { config.outChannels = value }
-        if let value = try keys.integer("latent_channels") { config.latentChannels = value }
-        if let value = try keys.integers("block_out_channels") { config.blockOutChannels = value }
-        if let value = try keys.integer("layers_per_block") { config.layersPerBlock = value }
-        if let value = try keys.integer("norm_num_groups") { config.normNumGroups = value }
-        if let value = try keys.string("act_fn") { config.actFn = value }
-        if let value = try keys.number("scaling_factor") { config.scalingFactor = value }
-        config.shiftFactor = try keys.number("shift_factor")
-        if let value = try keys.boolean("use_quant_conv") { config.useQuantConv = value }
-        if let value = try keys.boolean("use_post_quant_conv") { config.usePostQuantConv = value }
-        if let value = try keys.boolean("mid_block_add_attention") { config.midBlockAddAttention = value }
-        if let value = try keys.sampleSize("sample_size") { config.sampleSize = value }
-        if let value = try keys.boolean("force_upcast") { config.forceUpcast = value }
-        downBlockTypes = try keys.strings("down_block_types")
-        upBlockTypes = try keys.strings("up_block_types")
-    }
-
-    /// Typed access to one key; `nil` when the key is absent or null.
-    private struct KeyReader {
-        let container: KeyedDecodingContainer<Key>
-
-        private func present(_ name: String) throws -> Key? {
-            let key = Key(stringValue: name)
-            guard container.contains(key), try !container.decodeNil(forKey: key) else { return nil }
-            return key
-        }
-
-        private func mismatch(_ name: String, _ expected: String) -> AutoencoderKLConfigError {
-            let key = Key(stringValue: name)
-            let found: String
-            if (try? container.decode(Bool.self, forKey: key)) != nil { found = "a boolean" }
-            else if (try? container.decode(Double.self, forKey: key)) != nil { found = "a number" }
-            else if let text = try? container.decode(String.self, forKey: key) { found = "the string \"\(text)\"" }
-            else if (try? container.decode([Double?].self, forKey: key)) != nil { found = "an array of numbers" }
-            else { found = "an object or another kind of array" }
-            return AutoencoderKLConfigError("VAE config key \"\(name)\" must be \(expected), found \(found)")
-        }
-
-        func boolean(_ name: String) throws -> Bool? {
-            guard let key = try present(name) else { return nil }
-            guard let value = try? container.decode(Bool.self, forKey: key) else { throw mismatch(name, "true or false") }
-            return value
-        }
-
-        func number(_ name: String) throws -> Double? {
-            guard let key = try present(name) else { return nil }
-            guard let value = try? container.decode(Double.self, forKey: key) else { throw mismatch(name, "a number") }
-            return value
-        }
-
-        func string(_ name: String) throws -> String? {
-            guard let key = try present(name) else { return nil }
-            guard let value = try? container.decode(String.self, forKey: key) else { throw mismatch(name, "a string") }
-            return value
-        }
-
-        func strings(_ name: String) throws -> [String]? {
-            guard let key = try present(name) else { return nil }
-            guard let value = try? container.decode([String].self, forKey: key) else { throw mismatch(name, "a list of strings") }
-            return value
-        }
-
-        func integer(_ name: String) throws -> Int? {
-            guard let key = try present(name) else { return nil }
-            guard let value = try? container.decode(Double.self, forKey: key) else { throw mismatch(name, "an integer") }
-            return try Self.exactInteger(value, name)
-        }
-
-        func integers(_ name: String) throws -> [Int]? {
-            guard let key = try present(name) else { return nil }
-            guard let values = try? container.decode([Double].self, forKey: key) else {
-                throw mismatch(name, "a list of integers")
-            }
-            return try values.map { try Self.exactInteger($0, name) }
-        }
-
-        /// An integer, or a list of them (diffusers allows `[height, width]`), whose first entry is taken.
-        func sampleSize(_ name: String) throws -> Int? {
-            guard let key = try present(name) else { return nil }
-            if let value = try? container.decode(Double.self, forKey: key) { return try Self.exactInteger(value, name) }
-            guard let values = try? container.decode([Double].self, forKey: key), let first = values.first else {
-                throw mismatch(name, "an integer or a non-empty list of integers")
-            }
-            return try Self.exactInteger(first, name)
-        }
-
-        private static func exactInteger(_ value: Double, _ name: String) throws -> Int {
-            guard value.rounded() == value, let integer = Int(exactly: value) else {
-                throw AutoencoderKLConfigError("VAE config key \"\(name)\" must hold integers, found \(value)")
-            }
-            return integer
-        }
+private extension ConfigFile.Reader {
+    /// `sample_size`: an integer, or a list of them (diffusers allows `[height, width]`) whose first entry is taken.
+    func sampleSize(_ key: String) throws -> Int? {
+        guard value(key) is [Any] else { return try int(key) }
+        guard let first = try ints(key)?.first else { throw wrong(key, "an integer or a non-empty list of integers") }
+        return first
     }
 }

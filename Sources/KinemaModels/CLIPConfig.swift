@@ -2,13 +2,8 @@
 // transformers 4 files the released checkpoint ships), read as tolerantly as transformers reads them.
 import Foundation
 
-/// A CLIP `config.json` that cannot be used: the message names the file, the key and what was expected.
-public struct CLIPConfigError: Error, CustomStringConvertible, Sendable {
-    /// What went wrong, naming the offending file and key.
-    public let description: String
-
-    init(_ description: String) { self.description = description }
-}
+/// A CLIP `config.json` that cannot be used: a `ConfigError` naming the file, the key and what was expected.
+public typealias CLIPConfigError = ConfigError
 
 /// The activation of CLIP's MLP (`hidden_act`). transformers accepts more names; Kinema supports
 /// these two and rejects the others when the config is read.
@@ -60,7 +55,8 @@ public struct CLIPTextConfig: Sendable, Equatable {
     /// are ignored and absent or null keys take transformers' defaults; a value of the wrong type,
     /// an unsupported `hidden_act` or sizes that cannot build a model are errors naming the key.
     public init(json: Data, source: String = "text config") throws {
-        let keys = try ConfigKeys(json: json, source: source, modelType: "clip_text_model")
+        let keys = try ConfigFile.Reader(json: json, source: source)
+        try keys.checkModelType("clip_text_model")
         self.init()
         if let value = try keys.size("vocab_size") { vocabSize = value }
         if let value = try keys.size("hidden_size") { hiddenSize = value }
@@ -69,14 +65,14 @@ public struct CLIPTextConfig: Sendable, Equatable {
         if let value = try keys.size("num_hidden_layers") { numHiddenLayers = value }
         if let value = try keys.size("num_attention_heads") { numAttentionHeads = value }
         if let value = try keys.size("max_position_embeddings") { maxPositionEmbeddings = value }
-        if let value = try keys.activation("hidden_act") { hiddenAct = value }
+        if let value: CLIPActivation = try keys.choice("hidden_act", supportedBy: "Kinema's CLIP") { hiddenAct = value }
         if let value = try keys.epsilon("layer_norm_eps") { layerNormEps = value }
         try keys.checkHeads(hiddenSize: hiddenSize, heads: numAttentionHeads)
     }
 
     /// Reads and parses the text encoder's `config.json` at `path`.
     public init(contentsOf path: String) throws {
-        try self.init(json: ConfigKeys.read(path), source: path)
+        try self.init(json: ConfigFile.data(at: path), source: path)
     }
 }
 
@@ -131,7 +127,8 @@ public struct CLIPVisionConfig: Sendable, Equatable {
     /// take transformers' defaults; a value of the wrong type, an unsupported `hidden_act` or sizes
     /// that cannot build a model are errors naming the key.
     public init(json: Data, source: String = "vision config") throws {
-        let keys = try ConfigKeys(json: json, source: source, modelType: "clip_vision_model")
+        let keys = try ConfigFile.Reader(json: json, source: source)
+        try keys.checkModelType("clip_vision_model")
         self.init()
         if let value = try keys.size("hidden_size") { hiddenSize = value }
         if let value = try keys.size("intermediate_size") { intermediateSize = value }
@@ -141,127 +138,48 @@ public struct CLIPVisionConfig: Sendable, Equatable {
         if let value = try keys.size("num_channels") { numChannels = value }
         if let value = try keys.size("image_size") { imageSize = value }
         if let value = try keys.size("patch_size") { patchSize = value }
-        if let value = try keys.activation("hidden_act") { hiddenAct = value }
+        if let value: CLIPActivation = try keys.choice("hidden_act", supportedBy: "Kinema's CLIP") { hiddenAct = value }
         if let value = try keys.epsilon("layer_norm_eps") { layerNormEps = value }
         try keys.checkHeads(hiddenSize: hiddenSize, heads: numAttentionHeads)
         guard patchSize <= imageSize else {
-            throw CLIPConfigError("\(source): patch_size \(patchSize) is larger than image_size \(imageSize)")
+            throw keys.error("patch_size \(patchSize) is larger than image_size \(imageSize)")
         }
     }
 
     /// Reads and parses the image encoder's `config.json` at `path`.
     public init(contentsOf path: String) throws {
-        try self.init(json: ConfigKeys.read(path), source: path)
+        try self.init(json: ConfigFile.data(at: path), source: path)
     }
 }
 
-/// One JSON value of a config, as far as a config reader cares.
-private enum ConfigValue: Decodable {
-    case integer(Int), number(Double), string(String), bool(Bool), null
-    /// An array or an object.
-    case structure
-
-    init(from decoder: Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() { self = .null }
-        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
-        else if let value = try? container.decode(Int.self) { self = .integer(value) }
-        else if let value = try? container.decode(Double.self) { self = .number(value) }
-        else if let value = try? container.decode(String.self) { self = .string(value) }
-        else { self = .structure }
-    }
-
-    /// The value as an error message shows it.
-    var described: String {
-        switch self {
-        case .integer(let value): return "\(value)"
-        case .number(let value): return "\(value)"
-        case .string(let value): return "the string \"\(value)\""
-        case .bool(let value): return "\(value)"
-        case .null: return "null"
-        case .structure: return "an array or object"
+/// The checks and value kinds of CLIP configs on top of the common ones.
+private extension ConfigFile.Reader {
+    /// A `model_type` other than `expected` means the file is another model's config.
+    func checkModelType(_ expected: String) throws {
+        if let found = try string("model_type"), found != expected {
+            throw error("model_type is \"\(found)\", expected \"\(expected)\"; is this the other tower's config?")
         }
-    }
-}
-
-/// The top-level keys of a config.json, read one at a time so every error names its key;
-/// an absent or null key reads as nil (the default).
-private struct ConfigKeys {
-    let values: [String: ConfigValue]
-    let source: String
-
-    static func read(_ path: String) throws -> Data {
-        do {
-            return try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw CLIPConfigError("\(path): cannot be read (\(error.localizedDescription))")
-        }
-    }
-
-    /// Parses `json`; a `model_type` other than `modelType` means the file is another model's config.
-    init(json: Data, source: String, modelType: String) throws {
-        do {
-            values = try JSONDecoder().decode([String: ConfigValue].self, from: json)
-        } catch {
-            throw CLIPConfigError("\(source): not a JSON object (\(error))")
-        }
-        self.source = source
-        if let found = try string("model_type"), found != modelType {
-            throw CLIPConfigError("\(source): model_type is \"\(found)\", expected \"\(modelType)\"; is this the other tower's config?")
-        }
-    }
-
-    private func value(_ name: String) -> ConfigValue? {
-        guard let value = values[name] else { return nil }
-        if case .null = value { return nil }
-        return value
-    }
-
-    private func mismatch(_ name: String, _ expected: String, _ found: ConfigValue) -> CLIPConfigError {
-        CLIPConfigError("\(source): \(name) must be \(expected), found \(found.described)")
-    }
-
-    func string(_ name: String) throws -> String? {
-        guard let found = value(name) else { return nil }
-        guard case .string(let text) = found else { throw mismatch(name, "a string", found) }
-        return text
     }
 
     /// A positive integer (an integral float such as 24.0 counts, as Python's int() would take it).
-    func size(_ name: String) throws -> Int? {
-        guard let found = value(name) else { return nil }
-        let integer: Int?
-        switch found {
-        case .integer(let value): integer = value
-        case .number(let value): integer = value.rounded() == value ? Int(exactly: value) : nil
-        default: integer = nil
-        }
-        guard let integer, integer > 0 else { throw mismatch(name, "a positive integer", found) }
-        return integer
+    func size(_ key: String) throws -> Int? {
+        guard value(key) != nil else { return nil }
+        guard let size = try? int(key), size > 0 else { throw wrong(key, "a positive integer") }
+        return size
     }
 
-    func epsilon(_ name: String) throws -> Double? {
-        guard let found = value(name) else { return nil }
-        switch found {
-        case .integer(let value) where value > 0: return Double(value)
-        case .number(let value) where value > 0 && value.isFinite: return value
-        default: throw mismatch(name, "a positive number", found)
+    func epsilon(_ key: String) throws -> Double? {
+        guard value(key) != nil else { return nil }
+        guard let epsilon = try? double(key), epsilon > 0 && epsilon.isFinite else {
+            throw wrong(key, "a positive number")
         }
-    }
-
-    func activation(_ name: String) throws -> CLIPActivation? {
-        guard let text = try string(name) else { return nil }
-        guard let activation = CLIPActivation(rawValue: text) else {
-            let allowed = CLIPActivation.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: " or ")
-            throw CLIPConfigError("\(source): \(name) \"\(text)\" is not supported by Kinema's CLIP; expected \(allowed)")
-        }
-        return activation
+        return epsilon
     }
 
     /// transformers' own check: the heads split the hidden width evenly.
     func checkHeads(hiddenSize: Int, heads: Int) throws {
         guard hiddenSize % heads == 0 else {
-            throw CLIPConfigError("\(source): hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(heads)")
+            throw error("hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(heads)")
         }
     }
 }

@@ -46,9 +46,24 @@ public struct I2VGenXLModel {
     public let unet: I2VGenXLUNet
     public let scheduler: DDIMScheduler
 
+    /// Where the weights come from.
+    public enum WeightSource: Sendable, Equatable {
+        /// The component folders' safetensors files; `variant` picks files such as
+        /// `model.fp16.safetensors` (without it the plain files, or the only variant present).
+        case files(variant: String?)
+        /// No files: weights of the configs' shapes (for dry runs on the meta backend, and for
+        /// planning from configs alone).
+        case shapesOnly
+    }
+
     /// Loads `folder` (with `model_index.json`) onto `backend`. `variant` picks files such as
     /// `model.fp16.safetensors`; without it the plain files are used, or the only variant present.
     public static func load(folder: String, backend: Backend, variant: String? = nil) throws -> I2VGenXLModel {
+        try load(folder: folder, backend: backend, weights: .files(variant: variant))
+    }
+
+    /// Loads `folder` onto `backend` with weights from `source`.
+    public static func load(folder: String, backend: Backend, weights source: WeightSource) throws -> I2VGenXLModel {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         guard fm.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -66,8 +81,9 @@ public struct I2VGenXLModel {
             }
             return dir
         }
-        func weights(_ name: String, base: String) throws -> [SafeTensorsFile] {
-            try weightFiles(in: try component(name), base: base, variant: variant).map { try SafeTensorsFile(path: $0) }
+        func reader(_ name: String, base: String, make: ([SafeTensorsFile]) throws -> WeightReader) throws -> WeightReader {
+            guard case .files(let variant) = source else { return WeightReader(shapesOnlyFor: name, backend: backend) }
+            return try make(try weightFiles(in: try component(name), base: base, variant: variant).map { try SafeTensorsFile(path: $0) })
         }
 
         for name in ["tokenizer", "text_encoder", "image_encoder", "vae", "unet", "scheduler"] { _ = try component(name) }
@@ -76,12 +92,12 @@ public struct I2VGenXLModel {
             throw ModelLoadError("\(error)")
         }
         let textConfig = try CLIPTextConfig(contentsOf: path("text_encoder", "config.json"))
-        let textReader = try CLIPTextModel.weightReader(files: try weights("text_encoder", base: "model"), backend: backend)
+        let textReader = try reader("text_encoder", base: "model") { try CLIPTextModel.weightReader(files: $0, backend: backend) }
         let textEncoder = CLIPTextModel(config: textConfig, weights: textReader)
         try textReader.finish()
 
         let visionConfig = try CLIPVisionConfig(contentsOf: path("image_encoder", "config.json"))
-        let visionReader = try CLIPVisionModelWithProjection.weightReader(files: try weights("image_encoder", base: "model"), backend: backend)
+        let visionReader = try reader("image_encoder", base: "model") { try CLIPVisionModelWithProjection.weightReader(files: $0, backend: backend) }
         let imageEncoder = CLIPVisionModelWithProjection(config: visionConfig, weights: visionReader)
         try visionReader.finish()
 
@@ -89,13 +105,14 @@ public struct I2VGenXLModel {
         let featureExtractor = fm.fileExists(atPath: featureConfigPath) ? try FeatureExtractorConfig(contentsOf: featureConfigPath) : FeatureExtractorConfig()
 
         let vaeConfig = try AutoencoderKLConfig(contentsOf: path("vae", "config.json"))
-        let vaeReader = try WeightReader(component: "vae", files: try weights("vae", base: "diffusion_pytorch_model"), backend: backend,
-                                         aliases: AutoencoderKL.weightKeyAliases)
+        let vaeReader = try reader("vae", base: "diffusion_pytorch_model") {
+            try WeightReader(component: "vae", files: $0, backend: backend, aliases: AutoencoderKL.weightKeyAliases)
+        }
         let vae = AutoencoderKL(config: vaeConfig, weights: vaeReader)
         try vaeReader.finish()
 
         let unetConfig = try I2VGenXLUNetConfig(contentsOf: path("unet", "config.json"))
-        let unetReader = try WeightReader(component: "unet", files: try weights("unet", base: "diffusion_pytorch_model"), backend: backend)
+        let unetReader = try reader("unet", base: "diffusion_pytorch_model") { try WeightReader(component: "unet", files: $0, backend: backend) }
         let unet = I2VGenXLUNet(config: unetConfig, weights: unetReader)
         try unetReader.finish()
 

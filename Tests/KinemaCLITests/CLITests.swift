@@ -14,7 +14,8 @@ final class CLITests: XCTestCase {
         return FileManager.default.fileExists(atPath: beside.path) ? beside : bundle.deletingLastPathComponent().appendingPathComponent("kinema")
     }
 
-    func kinema(_ arguments: String...) throws -> Run {
+    /// Runs `kinema` with `arguments` to completion.
+    static func run(_ arguments: [String]) throws -> Run {
         let process = Process()
         process.executableURL = Self.executable
         process.arguments = arguments
@@ -27,6 +28,8 @@ final class CLITests: XCTestCase {
         process.waitUntilExit()
         return Run(status: process.terminationStatus, stdout: stdout, stderr: stderr)
     }
+
+    func kinema(_ arguments: String...) throws -> Run { try Self.run(arguments) }
 
     var directory: URL!
 

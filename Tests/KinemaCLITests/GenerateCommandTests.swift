@@ -16,18 +16,13 @@ final class GenerateCommandTests: XCTestCase {
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
 
-    func kinema(_ arguments: [String]) throws -> CLITests.Run {
-        let process = Process()
-        process.executableURL = CLITests.executable
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return CLITests.Run(status: process.terminationStatus, stdout: stdout, stderr: stderr)
+    /// The fixture pipeline `name`: its folder, its diffusers reference and its input image written as a PNG.
+    func pipeline(_ name: String) throws -> (model: URL, reference: SafeTensorsFile, image: URL) {
+        let model = Self.pipelines.appendingPathComponent(name)
+        let reference = try SafeTensorsFile(path: model.appendingPathComponent("reference.safetensors").path)
+        let image = directory.appendingPathComponent("input.png")
+        try writePNG(reference, to: image)
+        return (model, reference, image)
     }
 
     /// Writes the fixture's input image as a PNG with ffmpeg.
@@ -59,16 +54,13 @@ final class GenerateCommandTests: XCTestCase {
     }
 
     func testGenerateMatchesDiffusersSeedForSeed() throws {
-        let model = Self.pipelines.appendingPathComponent("released_layout")
-        let reference = try SafeTensorsFile(path: model.appendingPathComponent("reference.safetensors").path)
-        let image = directory.appendingPathComponent("input.png")
-        try writePNG(reference, to: image)
+        let (model, reference, image) = try pipeline("released_layout")
         let output = directory.appendingPathComponent("video.npy")
         let report = directory.appendingPathComponent("report.json")
-        let run = try kinema(["generate", "--model", model.path, "--image", image.path, "--prompt", "The boat sails away, camera slowly zooms in!",
-                              "--negative-prompt", "blurry, static", "--width", "48", "--height", "32", "--frames", "3", "--fps", "8",
-                              "--steps", "3", "--guidance", "6", "--decode-chunk", "2", "--seed", "1234", "--quiet",
-                              "--output", output.path, "--report", report.path])
+        let run = try CLITests.run(["generate", "--model", model.path, "--image", image.path, "--prompt", "The boat sails away, camera slowly zooms in!",
+                                    "--negative-prompt", "blurry, static", "--width", "48", "--height", "32", "--frames", "3", "--fps", "8",
+                                    "--steps", "3", "--guidance", "6", "--decode-chunk", "2", "--seed", "1234", "--quiet",
+                                    "--output", output.path, "--report", report.path])
         XCTAssertEqual(run.status, 0, run.stderr)
         let (shape, values) = try readNPY(output)
         let expected = try reference.tensor("frames")
@@ -82,14 +74,11 @@ final class GenerateCommandTests: XCTestCase {
     }
 
     func testEveryOutputFormatIsWritten() throws {
-        let model = Self.pipelines.appendingPathComponent("tiny_no_guidance")
-        let reference = try SafeTensorsFile(path: model.appendingPathComponent("reference.safetensors").path)
-        let image = directory.appendingPathComponent("input.png")
-        try writePNG(reference, to: image)
+        let (model, _, image) = try pipeline("tiny_no_guidance")
         for name in ["v.mp4", "v.gif", "v.webp", "frames/"] {
             let output = directory.appendingPathComponent(name).path + (name.hasSuffix("/") ? "/" : "")
-            let run = try kinema(["generate", "--model", model.path, "--image", image.path, "--prompt", "zoom in", "--width", "32",
-                                  "--height", "32", "--frames", "2", "--steps", "2", "--guidance", "1", "--output", output])
+            let run = try CLITests.run(["generate", "--model", model.path, "--image", image.path, "--prompt", "zoom in", "--width", "32",
+                                        "--height", "32", "--frames", "2", "--steps", "2", "--guidance", "1", "--output", output])
             XCTAssertEqual(run.status, 0, run.stderr)
             XCTAssertTrue(run.stderr.contains("seed: "), "a seed chosen at random is printed: \(run.stderr)")
             XCTAssertTrue(FileManager.default.fileExists(atPath: output), name)
@@ -97,10 +86,7 @@ final class GenerateCommandTests: XCTestCase {
     }
 
     func testBadInputFailsClearlyAndLeavesNoOutput() throws {
-        let model = Self.pipelines.appendingPathComponent("tiny_no_guidance")
-        let reference = try SafeTensorsFile(path: model.appendingPathComponent("reference.safetensors").path)
-        let image = directory.appendingPathComponent("input.png")
-        try writePNG(reference, to: image)
+        let (model, _, image) = try pipeline("tiny_no_guidance")
         let text = directory.appendingPathComponent("notes.png")
         try Data("this is not a picture".utf8).write(to: text)
         let incomplete = directory.appendingPathComponent("incomplete-model")
@@ -127,7 +113,7 @@ final class GenerateCommandTests: XCTestCase {
             (replacing("--output", with: directory.appendingPathComponent("out.avi").path), "cannot tell the format"),
         ]
         for (arguments, message) in cases {
-            let run = try kinema(arguments)
+            let run = try CLITests.run(arguments)
             XCTAssertNotEqual(run.status, 0, arguments.joined(separator: " "))
             XCTAssertTrue(run.stderr.contains(message), "expected “\(message)” in: \(run.stderr)")
             let leftovers = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasPrefix("out") }
