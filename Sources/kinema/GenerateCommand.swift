@@ -3,6 +3,7 @@ import Foundation
 import KinemaCore
 import KinemaCPU
 import KinemaPipeline
+import KinemaPlanner
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -104,13 +105,18 @@ struct Generate: ParsableCommand {
         OpProfile.shared.isEnabled = profile
         let bar = ProgressBar(enabled: !quiet)
         let clock = PhaseClock()
+        let prediction = report == nil ? nil
+            : try MemoryPredictor.predict(folder: modelFolder, request: request, workspacePolicy: backend.workspacePolicy)
+        let recorder = PhasePeakRecorder(meter: backend.allocator.meter)
         bar.phase("loading \(modelFolder)")
         let loaded = try I2VGenXLModel.load(folder: modelFolder, backend: backend, variant: variant)
         clock.finish("load")
         let video = try ImageToVideoPipeline(model: loaded, backend: backend).generate(image: picture, request: request) {
             clock.record($0)
+            recorder.record($0)
             bar.update($0)
         }
+        recorder.close()
         let encoding = GenerationProgress(phase: .encodeVideo, step: 0, totalSteps: 1)
         clock.record(encoding)
         bar.update(encoding)
@@ -131,7 +137,11 @@ struct Generate: ParsableCommand {
                 "steps": request.steps, "guidance": request.guidanceScale, "model": modelFolder, "device": "cpu",
                 "phase_seconds": clock.phases, "measured_seconds": clock.total,
                 "unet_seconds_per_step": clock.medianStepSeconds,
-                "measured_peak_bytes": backend.allocator.meter.peak, "peak_rss_bytes": ProcessMemory.peakResidentBytes,
+                "measured_peak_bytes": recorder.peaks.values.max() ?? 0, "measured_phase_peak_bytes": recorder.peaks,
+                "predicted_peak_bytes": prediction?.peakBytes ?? 0, "predicted_phase_peak_bytes": prediction?.phasePeakBytes ?? [:],
+                "weight_bytes": prediction?.weightBytes ?? 0, "peak_rss_bytes": ProcessMemory.peakResidentBytes,
+                "plan": ["device": "cpu", "weights": "f32, all resident", "guidance": request.usesGuidance ? "batched" : "off",
+                         "decode_chunk": request.decodeChunk],
             ]
             try AtomicFile.write(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), to: report)
         }

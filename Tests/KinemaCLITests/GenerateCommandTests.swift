@@ -71,6 +71,15 @@ final class GenerateCommandTests: XCTestCase {
         XCTAssertEqual(object["seed"] as? Int, 1234)
         XCTAssertGreaterThan(object["measured_peak_bytes"] as? Int ?? 0, 0)
         XCTAssertNotNil((object["phase_seconds"] as? [String: Double])?["denoise"])
+        // The dry run's prediction is the allocator's measurement, phase by phase.
+        XCTAssertEqual(object["predicted_peak_bytes"] as? Int, object["measured_peak_bytes"] as? Int)
+        XCTAssertEqual(object["predicted_phase_peak_bytes"] as? [String: Int], object["measured_phase_peak_bytes"] as? [String: Int])
+        // `kinema plan` predicts the same bytes before anything runs.
+        let plan = try CLITests.run(["plan", "--model", model.path, "--width", "48", "--height", "32", "--frames", "3", "--guidance", "6",
+                                     "--decode-chunk", "2", "--json"])
+        XCTAssertEqual(plan.status, 0, plan.stderr)
+        let planned = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(plan.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(planned["predicted_peak_bytes"] as? Int, object["measured_peak_bytes"] as? Int)
     }
 
     func testEveryOutputFormatIsWritten() throws {

@@ -1,0 +1,100 @@
+import ArgumentParser
+import Foundation
+import KinemaCore
+import KinemaCPU
+import KinemaPipeline
+import KinemaPlanner
+
+struct Plan: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Predict a generation's peak memory before running it.",
+        discussion: """
+            Runs the whole generation on the meta device — the same model code and the same \
+            allocations as the real device, with shapes only and no arithmetic — and prints the \
+            peak bytes by phase (encode, denoise, decode) and the resident weights. A CPU run of the \
+            same settings allocates exactly these bytes (the test suite holds them equal). \
+            Weight files are not needed: --model-config DIR takes a folder with the configs, \
+            tokenizer and scheduler config alone (e.g. the released I2VGen-XL configs).
+
+            Today this predicts the one plan Kinema runs (all weights resident in f32, guidance \
+            batched, the chosen --decode-chunk); choosing among plans to fit a budget comes with \
+            the memory planner.
+
+            Examples:
+              kinema plan --model-config ../shared/data/i2vgen-xl-configs --width 768 --height 768 --frames 24
+              kinema plan --model Models/kinema-tiny --json
+            """
+    )
+
+    @Option(help: "A diffusers model folder.")
+    var model: String?
+
+    @Option(help: "A folder with the model's configs but no weights.")
+    var modelConfig: String?
+
+    @Option(parsing: .unconditional, help: "Video width in pixels, a multiple of 8 (default: the model's kinema.json, else 1280).")
+    var width: Int?
+
+    @Option(parsing: .unconditional, help: "Video height in pixels, a multiple of 8 (default: the model's kinema.json, else 704).")
+    var height: Int?
+
+    @Option(parsing: .unconditional, help: "Number of frames.")
+    var frames: Int?
+
+    @Option(parsing: .unconditional, help: "Denoising steps (time only; memory does not depend on them).")
+    var steps: Int?
+
+    @Option(parsing: .unconditional, help: "Guidance scale; above 1 doubles the UNet's batch.")
+    var guidance: Float?
+
+    @Option(parsing: .unconditional, help: "Frames per VAE decode call.")
+    var decodeChunk = 1
+
+    @Option(help: "The device to plan for: cpu (cuda comes with the CUDA backend).")
+    var device = "cpu"
+
+    @Option(parsing: .unconditional, help: "CPU worker threads the plan assumes (default: this machine's cores).")
+    var threads: Int?
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        guard device == "cpu" else { throw CLIError("planning for --device \(device) needs the CUDA backend, which is not part of this build yet") }
+        if model != nil && modelConfig != nil { throw CLIError("give --model or --model-config, not both") }
+        let folder = try modelConfig ?? ModelLocator.resolve(model)
+        let defaults = try RecommendedSettings.load(modelFolder: folder)
+        var request = GenerationRequest(prompt: "", seed: 0)
+        request.width = width ?? defaults.width ?? request.width
+        request.height = height ?? defaults.height ?? request.height
+        request.frames = frames ?? defaults.frames ?? request.frames
+        request.steps = steps ?? defaults.steps ?? request.steps
+        request.guidanceScale = guidance ?? defaults.guidance ?? request.guidanceScale
+        request.decodeChunk = decodeChunk
+        do { try request.validate() } catch { throw CLIError("\(error)") }
+        if let threads, threads < 1 { throw CLIError("--threads must be at least 1") }
+        let policy = CPUWorkspacePolicy(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        let prediction = try MemoryPredictor.predict(folder: folder, request: request, workspacePolicy: policy)
+        let plan: [String: Any] = [
+            "device": "cpu", "weights": "f32, all resident", "guidance": request.usesGuidance ? "batched" : "off",
+            "decode_chunk": request.decodeChunk, "threads": policy.threads,
+        ]
+        if json {
+            let object: [String: Any] = [
+                "predicted_peak_bytes": prediction.peakBytes, "weight_bytes": prediction.weightBytes,
+                "phase_peak_bytes": prediction.phasePeakBytes, "plan": plan,
+                "request": ["width": request.width, "height": request.height, "frames": request.frames, "guidance": request.guidanceScale],
+            ]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+            return
+        }
+        func gib(_ bytes: Int) -> String { String(format: "%.3f GiB", Double(bytes) / Double(1 << 30)) }
+        print("\(folder): \(request.width)x\(request.height), \(request.frames) frames, guidance \(request.usesGuidance ? "on (batch of 2)" : "off"), decode chunk \(request.decodeChunk)")
+        print("plan: cpu, f32 weights all resident, \(policy.threads) threads")
+        print("  weights   \(gib(prediction.weightBytes))")
+        for phase in ["encode", "denoise", "decode"] {
+            if let bytes = prediction.phasePeakBytes[phase] { print("  " + phase.padding(toLength: 9, withPad: " ", startingAt: 0) + " \(gib(bytes)) peak") }
+        }
+        print("predicted peak: \(gib(prediction.peakBytes)) (\(prediction.peakBytes) bytes)")
+    }
+}
