@@ -19,6 +19,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
     ],
     targets: [
         .target(name: "KinemaCore", swiftSettings: engineFlags),
@@ -47,6 +48,8 @@ let package = Package(
                     swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KinemaCLITests", dependencies: ["kinema", "KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KinemaCoreTests", dependencies: ["KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
+        .target(name: "KinemaJobs", dependencies: [.product(name: "SQLiteNIO", package: "sqlite-nio")]),
+        .testTarget(name: "KinemaJobsTests", dependencies: ["KinemaJobs"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(
             name: "KinemaCPUTests", dependencies: ["KinemaCore", "KinemaCPU"],
             exclude: ["Fixtures"],

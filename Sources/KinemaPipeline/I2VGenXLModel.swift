@@ -64,66 +64,15 @@ public struct I2VGenXLModel {
 
     /// Loads `folder` onto `backend` with weights from `source`.
     public static func load(folder: String, backend: Backend, weights source: WeightSource) throws -> I2VGenXLModel {
-        let fm = FileManager.default
-        var isDirectory: ObjCBool = false
-        guard fm.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw ModelLoadError("model folder \(folder) does not exist")
-        }
-        let index = (folder as NSString).appendingPathComponent("model_index.json")
-        guard fm.fileExists(atPath: index) else {
-            throw ModelLoadError("\(folder) is not a diffusers model folder: it has no model_index.json")
-        }
-        func path(_ parts: String...) -> String { ([folder] + parts).joined(separator: "/") }
-        func component(_ name: String) throws -> String {
-            let dir = path(name)
-            guard fm.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
-                throw ModelLoadError("\(folder): the \(name) component is missing (no folder \(dir))")
-            }
-            return dir
-        }
-        func reader(_ name: String, base: String, make: ([SafeTensorsFile]) throws -> WeightReader) throws -> WeightReader {
-            guard case .files(let variant) = source else { return WeightReader(shapesOnlyFor: name, backend: backend) }
-            return try make(try weightFiles(in: try component(name), base: base, variant: variant).map { try SafeTensorsFile(path: $0) })
-        }
-
-        for name in ["tokenizer", "text_encoder", "image_encoder", "vae", "unet", "scheduler"] { _ = try component(name) }
-        let tokenizer: CLIPTokenizer
-        do { tokenizer = try CLIPTokenizer(folder: try component("tokenizer")) } catch let error as TokenizerError {
-            throw ModelLoadError("\(error)")
-        }
-        let textConfig = try CLIPTextConfig(contentsOf: path("text_encoder", "config.json"))
-        let textReader = try reader("text_encoder", base: "model") { try CLIPTextModel.weightReader(files: $0, backend: backend) }
-        let textEncoder = CLIPTextModel(config: textConfig, weights: textReader)
-        try textReader.finish()
-
-        let visionConfig = try CLIPVisionConfig(contentsOf: path("image_encoder", "config.json"))
-        let visionReader = try reader("image_encoder", base: "model") { try CLIPVisionModelWithProjection.weightReader(files: $0, backend: backend) }
-        let imageEncoder = CLIPVisionModelWithProjection(config: visionConfig, weights: visionReader)
-        try visionReader.finish()
-
-        let featureConfigPath = path("feature_extractor", "preprocessor_config.json")
-        let featureExtractor = fm.fileExists(atPath: featureConfigPath) ? try FeatureExtractorConfig(contentsOf: featureConfigPath) : FeatureExtractorConfig()
-
-        let vaeConfig = try AutoencoderKLConfig(contentsOf: path("vae", "config.json"))
-        let vaeReader = try reader("vae", base: "diffusion_pytorch_model") {
-            try WeightReader(component: "vae", files: $0, backend: backend, aliases: AutoencoderKL.weightKeyAliases)
-        }
-        let vae = AutoencoderKL(config: vaeConfig, weights: vaeReader)
-        try vaeReader.finish()
-
-        let unetConfig = try I2VGenXLUNetConfig(contentsOf: path("unet", "config.json"))
-        let unetReader = try reader("unet", base: "diffusion_pytorch_model") { try WeightReader(component: "unet", files: $0, backend: backend) }
-        let unet = I2VGenXLUNet(config: unetConfig, weights: unetReader)
-        try unetReader.finish()
-
-        let scheduler = try DDIMScheduler(config: try DDIMSchedulerConfig(contentsOf: path("scheduler", "scheduler_config.json")))
-        return I2VGenXLModel(folder: folder, tokenizer: tokenizer, textEncoder: textEncoder, imageEncoder: imageEncoder,
-                             featureExtractor: featureExtractor, vae: vae, unet: unet, scheduler: scheduler)
+        let components = try ModelFolder(folder: folder, backend: backend, weights: source)
+        return I2VGenXLModel(folder: folder, tokenizer: components.tokenizer, textEncoder: try components.textEncoder(),
+                             imageEncoder: try components.imageEncoder(), featureExtractor: components.featureExtractor,
+                             vae: try components.vae(), unet: try components.unet(), scheduler: components.scheduler)
     }
 
     /// The safetensors files of one component: `base.safetensors` or its shards
     /// (`base-00001-of-00002.safetensors`), with `.variant` before the extension when asked.
-    static func weightFiles(in folder: String, base: String, variant: String?) throws -> [String] {
+    public static func weightFiles(in folder: String, base: String, variant: String?) throws -> [String] {
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".safetensors") }.sorted()
         func isVariant(_ name: String) -> Bool { name.split(separator: ".").count > 2 }
         func matches(_ name: String, _ variant: String?) -> Bool {

@@ -73,15 +73,90 @@ public struct GeneratedVideo: Sendable {
     public let height: Int
 }
 
+/// How a generation is run: lossless choices that change memory and time, never the frames
+/// beyond float rounding.
+public struct ExecutionPlan: Sendable, Equatable, Codable {
+    /// Classifier-free guidance as one UNet call on a batch of two, or two calls of one
+    /// (unconditional, then conditional): half the UNet's activations, a little slower.
+    public enum Guidance: String, Sendable, Codable, CaseIterable { case batched, serial }
+    /// Which weights are resident: all of them for the whole run, or only the models of the
+    /// running phase (encoders, then UNet, then VAE), each loaded when its phase starts.
+    public enum Residency: String, Sendable, Codable, CaseIterable {
+        case all
+        case perPhase = "per_phase"
+    }
+
+    public var guidance: Guidance
+    public var residency: Residency
+
+    public init(guidance: Guidance = .batched, residency: Residency = .all) {
+        self.guidance = guidance
+        self.residency = residency
+    }
+}
+
 /// Image-to-video exactly as diffusers' `I2VGenXLPipeline.__call__` (one image, one video per
 /// prompt), on any backend.
 public struct ImageToVideoPipeline {
-    public let model: I2VGenXLModel
+    /// Where the models come from: already loaded, or a folder to load them from per plan.
+    enum Source {
+        case loaded(I2VGenXLModel)
+        case folder(ModelFolder)
+    }
+
+    let source: Source
     public let backend: Backend
 
+    /// A pipeline over models already loaded (all resident).
     public init(model: I2VGenXLModel, backend: Backend) {
-        self.model = model
+        self.source = .loaded(model)
         self.backend = backend
+    }
+
+    /// A pipeline that loads its models from `folder` as the plan asks.
+    public init(folder: ModelFolder) {
+        self.source = .folder(folder)
+        self.backend = folder.backend
+    }
+
+    /// The models of one run: loaded ones are shared; with a folder, per the plan's residency.
+    final class Models {
+        let source: Source
+        let plan: ExecutionPlan
+        private var resident: I2VGenXLModel?
+
+        init(source: Source, plan: ExecutionPlan) throws {
+            self.source = source
+            self.plan = plan
+            switch source {
+            case .loaded(let model): resident = model
+            case .folder(let folder):
+                if plan.residency == .all {
+                    resident = I2VGenXLModel(folder: folder.folder, tokenizer: folder.tokenizer, textEncoder: try folder.textEncoder(),
+                                             imageEncoder: try folder.imageEncoder(), featureExtractor: folder.featureExtractor,
+                                             vae: try folder.vae(), unet: try folder.unet(), scheduler: folder.scheduler)
+                }
+            }
+        }
+
+        var tokenizer: CLIPTokenizer { resident?.tokenizer ?? folder.tokenizer }
+        var scheduler: DDIMScheduler { resident?.scheduler ?? folder.scheduler }
+        var featureExtractor: FeatureExtractorConfig { resident?.featureExtractor ?? folder.featureExtractor }
+        private var folder: ModelFolder {
+            guard case .folder(let folder) = source else { preconditionFailure("loaded models are always resident") }
+            return folder
+        }
+        func textEncoder() throws -> CLIPTextModel { try resident?.textEncoder ?? folder.textEncoder() }
+        func imageEncoder() throws -> CLIPVisionModelWithProjection { try resident?.imageEncoder ?? folder.imageEncoder() }
+        func vae() throws -> AutoencoderKL { try resident?.vae ?? folder.vae() }
+        func unet() throws -> I2VGenXLUNet { try resident?.unet ?? folder.unet() }
+        /// Configs without weights, for sizes.
+        func vaeConfig() throws -> AutoencoderKLConfig {
+            try resident?.vae.config ?? AutoencoderKLConfig(contentsOf: ModelFolder.path(folder.folder, "vae", "config.json"))
+        }
+        func unetConfig() throws -> I2VGenXLUNetConfig {
+            try resident?.unet.config ?? I2VGenXLUNetConfig(contentsOf: ModelFolder.path(folder.folder, "unet", "config.json"))
+        }
     }
 
     /// Runs a generation. `progress` is called after each phase step; `isCancelled` is polled
@@ -89,15 +164,20 @@ public struct ImageToVideoPipeline {
     /// intermediates the parity tests compare: "prompt_embeds", "image_embeds" (the encoder's
     /// output), "image_latents" (the UNet's conditioning input), "unet_out" (first step, before
     /// guidance) and "first_decode" (the first VAE call's output).
-    public func generate(image: RGBImage, request: GenerationRequest,
+    public func generate(image: RGBImage, request: GenerationRequest, plan: ExecutionPlan = ExecutionPlan(),
                          progress: (GenerationProgress) -> Void = { _ in },
                          isCancelled: () -> Bool = { false },
                          observe: (String, Tensor) -> Void = { _, _ in }) throws -> GeneratedVideo {
         try request.validate()
+        if case .loaded = source, plan.residency != .all {
+            throw GenerationError("a pipeline over loaded models keeps them all resident; build it from a ModelFolder for per-phase residency")
+        }
         let b = backend
-        let scheduler = model.scheduler
+        let models = try Models(source: source, plan: plan)
+        let scheduler = models.scheduler
         let timesteps = try scheduler.timesteps(steps: request.steps)
-        let vaeFactor = model.vae.config.downscaleFactor
+        let vaeConfig = try models.vaeConfig()
+        let vaeFactor = vaeConfig.downscaleFactor
         let (h, w, frames) = (request.height / vaeFactor, request.width / vaeFactor, request.frames)
         let guidance = request.usesGuidance
         // diffusers draws the VAE's posterior noise from torch's global generator and the initial
@@ -107,17 +187,24 @@ public struct ImageToVideoPipeline {
 
         // Encode: prompt, image embeddings, image latents.
         progress(GenerationProgress(phase: .encode, step: 0, totalSteps: 3))
-        var textEmbeddings = model.textEncoder.promptEmbeddings(ids: [model.tokenizer.encode(request.prompt)], b)
-        if guidance {
-            let negative = model.textEncoder.promptEmbeddings(ids: [model.tokenizer.encode(request.negativePrompt ?? "")], b)
-            textEmbeddings = b.concat([negative, textEmbeddings], axis: 0)  // unconditional first
+        var textEmbeddings: Tensor
+        do {
+            let textEncoder = try models.textEncoder()
+            textEmbeddings = textEncoder.promptEmbeddings(ids: [models.tokenizer.encode(request.prompt)], b)
+            if guidance {
+                let negative = textEncoder.promptEmbeddings(ids: [models.tokenizer.encode(request.negativePrompt ?? "")], b)
+                textEmbeddings = b.concat([negative, textEmbeddings], axis: 0)  // unconditional first
+            }
         }
         observe("prompt_embeds", textEmbeddings)
         progress(GenerationProgress(phase: .encode, step: 1, totalSteps: 3))
-        let crop = model.featureExtractor.cropSize
-        let clipPixels = ImagePreprocessing.clipPixels(image, width: request.width, cropSize: crop,
-                                                       mean: model.featureExtractor.mean, std: model.featureExtractor.std)
-        var imageEmbeddings = model.imageEncoder.imageEmbeddings(b.tensor(clipPixels, shape: [1, 3, crop, crop]), b)
+        var imageEmbeddings: Tensor
+        do {
+            let crop = models.featureExtractor.cropSize
+            let clipPixels = ImagePreprocessing.clipPixels(image, width: request.width, cropSize: crop,
+                                                           mean: models.featureExtractor.mean, std: models.featureExtractor.std)
+            imageEmbeddings = try models.imageEncoder().imageEmbeddings(b.tensor(clipPixels, shape: [1, 3, crop, crop]), b)
+        }
         observe("image_embeds", imageEmbeddings)
         if guidance {
             // The unconditional image embedding is zeros (before the UNet's context MLP).
@@ -126,12 +213,13 @@ public struct ImageToVideoPipeline {
         progress(GenerationProgress(phase: .encode, step: 2, totalSteps: 3))
         var imageLatents: Tensor
         do {
+            let vae = try models.vae()
             let pixels = b.tensor(ImagePreprocessing.vaePixels(image, width: request.width, height: request.height),
                                   shape: [1, 3, request.height, request.width])
-            let (mean, logVariance) = model.vae.encodeMoments(pixels, b)
+            let (mean, logVariance) = vae.encodeMoments(pixels, b)
             let noise = b.tensor(globalGenerator.randn(shape: mean.shape), shape: mean.shape)
-            let latent = b.affine(model.vae.sample(mean: mean, logVariance: logVariance, noise: noise, b),
-                                  scale: Float(model.vae.config.scalingFactor))
+            let latent = b.affine(vae.sample(mean: mean, logVariance: logVariance, noise: noise, b),
+                                  scale: Float(vaeConfig.scalingFactor))
             // Frame 0 is the image latent; frame k of F is the constant k/(F−1) (the frame position mask).
             var parts = [latent.reshaped([1, latent.shape[1], 1, h, w])]
             for k in 1..<max(frames, 1) {
@@ -145,30 +233,50 @@ public struct ImageToVideoPipeline {
         progress(GenerationProgress(phase: .encode, step: 3, totalSteps: 3))
 
         // Denoise.
-        let latentShape = [1, model.unet.config.inChannels, frames, h, w]
-        var latents = generator.randn(shape: latentShape)  // init_noise_sigma is 1 for DDIM
-        progress(GenerationProgress(phase: .denoise, step: 0, totalSteps: timesteps.count))
-        for (index, t) in timesteps.enumerated() {
-            if isCancelled() { throw GenerationError.cancelled }
-            let current = b.tensor(latents, shape: latentShape)
-            let input = guidance ? b.concat([current, current], axis: 0) : current
-            var prediction = model.unet(input, timestep: t, fps: request.fps, textEmbeddings: textEmbeddings,
-                                        imageLatents: imageLatents, imageEmbeddings: imageEmbeddings, b)
-            if index == 0 { observe("unet_out", prediction) }
-            if guidance {
-                // uncond + g · (cond − uncond), op by op as torch rounds it.
-                let uncond = prediction.slice(0..<1), cond = prediction.slice(1..<2)
-                prediction = b.add(uncond, b.affine(b.sub(cond, uncond), scale: request.guidanceScale))
+        var latents: [Float]
+        let latentShape = [1, try models.unetConfig().inChannels, frames, h, w]
+        do {
+            let unet = try models.unet()
+            latents = generator.randn(shape: latentShape)  // init_noise_sigma is 1 for DDIM
+            progress(GenerationProgress(phase: .denoise, step: 0, totalSteps: timesteps.count))
+            for (index, t) in timesteps.enumerated() {
+                if isCancelled() { throw GenerationError.cancelled }
+                let current = b.tensor(latents, shape: latentShape)
+                var prediction: Tensor
+                if guidance && plan.guidance == .serial {
+                    // Unconditional, then conditional: the same inputs as the batch's halves.
+                    let halves = (0..<2).map { i in
+                        unet(current, timestep: t, fps: request.fps, textEmbeddings: textEmbeddings.slice(i..<(i + 1)),
+                             imageLatents: imageLatents.slice(i..<(i + 1)), imageEmbeddings: imageEmbeddings.slice(i..<(i + 1)), b)
+                    }
+                    if index == 0 { observe("unet_out", b.concat(halves, axis: 0)) }
+                    prediction = b.add(halves[0], b.affine(b.sub(halves[1], halves[0]), scale: request.guidanceScale))
+                } else {
+                    let input = guidance ? b.concat([current, current], axis: 0) : current
+                    prediction = unet(input, timestep: t, fps: request.fps, textEmbeddings: textEmbeddings,
+                                      imageLatents: imageLatents, imageEmbeddings: imageEmbeddings, b)
+                    if index == 0 { observe("unet_out", prediction) }
+                    if guidance {
+                        // uncond + g · (cond − uncond), op by op as torch rounds it.
+                        let uncond = prediction.slice(0..<1), cond = prediction.slice(1..<2)
+                        prediction = b.add(uncond, b.affine(b.sub(cond, uncond), scale: request.guidanceScale))
+                    }
+                }
+                latents = prediction.hasData
+                    ? try scheduler.step(modelOutput: prediction.floats(), timestep: t, sample: latents, steps: request.steps)
+                    : latents
+                progress(GenerationProgress(phase: .denoise, step: index + 1, totalSteps: timesteps.count))
             }
-            latents = prediction.hasData
-                ? try scheduler.step(modelOutput: prediction.floats(), timestep: t, sample: latents, steps: request.steps)
-                : latents
-            progress(GenerationProgress(phase: .denoise, step: index + 1, totalSteps: timesteps.count))
         }
+        // The conditioning is not needed past the last step.
+        textEmbeddings = b.empty([0])
+        imageEmbeddings = textEmbeddings
+        imageLatents = textEmbeddings
 
         // Decode: latents / scaling factor, frames through the VAE in chunks.
         if isCancelled() { throw GenerationError.cancelled }
-        let scaled = b.affine(b.tensor(latents, shape: latentShape), scale: Float(1 / model.vae.config.scalingFactor))
+        let vae = try models.vae()
+        let scaled = b.affine(b.tensor(latents, shape: latentShape), scale: Float(1 / vaeConfig.scalingFactor))
         // (1, 4, F, h, w) -> (F, 4, h, w)
         let perFrame = b.permute(scaled, [0, 2, 1, 3, 4]).reshaped([frames, latentShape[1], h, w])
         var decoded: [Tensor] = []
@@ -176,7 +284,7 @@ public struct ImageToVideoPipeline {
         progress(GenerationProgress(phase: .decode, step: 0, totalSteps: frames))
         while start < frames {
             let end = min(frames, start + request.decodeChunk)
-            decoded.append(model.vae.decode(perFrame.slice(start..<end), b))
+            decoded.append(vae.decode(perFrame.slice(start..<end), b))
             if start == 0 { observe("first_decode", decoded[0]) }
             start = end
             progress(GenerationProgress(phase: .decode, step: end, totalSteps: frames))

@@ -6,7 +6,7 @@ import KinemaPipeline
 /// workspace and resident weight. Host-side buffers (the decoded image, random draws, the
 /// scheduler's arrays) are not device memory and not counted.
 public struct MemoryPrediction: Sendable, Equatable, Codable {
-    /// Bytes of the weights, resident for the whole run.
+    /// Bytes of all the model's weights (resident together only with `ExecutionPlan.Residency.all`).
     public var weightBytes: Int
     /// The largest allocated total during each phase: "encode", "denoise", "decode".
     public var phasePeakBytes: [String: Int]
@@ -19,7 +19,8 @@ public struct MemoryPrediction: Sendable, Equatable, Codable {
     }
 }
 
-/// Records the meter's peak for each phase of a generation, from its progress reports.
+/// Records the meter's peak for each phase of a generation, from its progress reports. The
+/// first phase's peak includes whatever was allocated before it (the resident weights).
 public final class PhasePeakRecorder {
     private let meter: MemoryMeter
     private var phase: String?
@@ -31,14 +32,14 @@ public final class PhasePeakRecorder {
     public func record(_ progress: GenerationProgress) {
         let name = progress.phase.rawValue
         guard name != phase else { return }
-        close()
+        if phase != nil { close() } else { meter.resetPeak() }
         phase = name
-        meter.resetPeak()
     }
 
-    /// Ends the current phase (call once the run returns).
+    /// Ends the current phase (call once the run returns); the next phase starts from the bytes in use now.
     public func close() {
         if let phase { peaks[phase] = max(peaks[phase] ?? 0, meter.peak) }
+        meter.resetPeak()
         phase = nil
     }
 }
@@ -47,26 +48,43 @@ public final class PhasePeakRecorder {
 /// allocation sequence as the real device, with shapes only. The prediction for a CPU run equals
 /// the CPU allocator's measured peaks exactly.
 public enum MemoryPredictor {
-    /// Dry-runs `request` for the model in `folder` (configs, tokenizer and scheduler config
-    /// are read; weight files are not needed) on a meta device emulating `workspacePolicy`.
-    public static func predict(folder: String, request: GenerationRequest, workspacePolicy: WorkspacePolicy,
-                               computeType: DType = .f32) throws -> MemoryPrediction {
+    /// Dry-runs `request` with `plan` for the model in `folder` (configs, tokenizer and scheduler
+    /// config are read; weight files are not needed) on a meta device emulating `workspacePolicy`.
+    public static func predict(folder: String, request: GenerationRequest, plan: ExecutionPlan = ExecutionPlan(),
+                               workspacePolicy: WorkspacePolicy, computeType: DType = .f32) throws -> MemoryPrediction {
         let meta = MetaBackend(emulating: workspacePolicy, computeType: computeType)
-        let model = try I2VGenXLModel.load(folder: folder, backend: meta, weights: .shapesOnly)
-        return try predict(model: model, on: meta, request: request)
+        let models = try ModelFolder(folder: folder, backend: meta, weights: .shapesOnly)
+        let weightBytes = try weightBytes(models)
+        let recorder = PhasePeakRecorder(meter: meta.allocator.meter)
+        _ = try ImageToVideoPipeline(folder: models).generate(image: try blankImage(request), request: request, plan: plan) { recorder.record($0) }
+        recorder.close()
+        return MemoryPrediction(weightBytes: weightBytes, phasePeakBytes: recorder.peaks)
     }
 
     /// Dry-runs `request` with a model already built on the meta backend `meta` (with its
-    /// weights, and nothing else, allocated).
-    public static func predict(model: I2VGenXLModel, on meta: MetaBackend, request: GenerationRequest) throws -> MemoryPrediction {
+    /// weights, and nothing else, allocated): every weight resident.
+    public static func predict(model: I2VGenXLModel, on meta: MetaBackend, request: GenerationRequest,
+                               guidance: ExecutionPlan.Guidance = .batched) throws -> MemoryPrediction {
         let weightBytes = meta.allocator.meter.current
-        // The image's content does not matter to a dry run; its size does not either (it is
-        // cropped and resized to the request's size first).
-        let image = try RGBImage(width: request.width, height: request.height,
-                                 pixels: [UInt8](repeating: 128, count: request.width * request.height * 3))
         let recorder = PhasePeakRecorder(meter: meta.allocator.meter)
-        _ = try ImageToVideoPipeline(model: model, backend: meta).generate(image: image, request: request) { recorder.record($0) }
+        _ = try ImageToVideoPipeline(model: model, backend: meta).generate(
+            image: try blankImage(request), request: request, plan: ExecutionPlan(guidance: guidance)) { recorder.record($0) }
         recorder.close()
         return MemoryPrediction(weightBytes: weightBytes, phasePeakBytes: recorder.peaks)
+    }
+
+    /// The bytes of every component's weights, counted on a separate meta device.
+    static func weightBytes(_ models: ModelFolder) throws -> Int {
+        let meta = MetaBackend(emulating: models.backend.workspacePolicy, computeType: models.backend.computeType)
+        let copy = try ModelFolder(folder: models.folder, backend: meta, weights: .shapesOnly)
+        let held = (try copy.textEncoder(), try copy.imageEncoder(), try copy.vae(), try copy.unet())
+        _ = held
+        return meta.allocator.meter.current
+    }
+
+    /// The image's content does not matter to a dry run; its size does not either (it is cropped
+    /// and resized to the request's size first).
+    static func blankImage(_ request: GenerationRequest) throws -> RGBImage {
+        try RGBImage(width: request.width, height: request.height, pixels: [UInt8](repeating: 128, count: request.width * request.height * 3))
     }
 }

@@ -73,6 +73,15 @@ struct Generate: ParsableCommand {
     @Option(name: .shortAndLong, help: "Where to write the video (.mp4, .gif, .webp, .npy, or a folder/ of PNGs).")
     var output: String
 
+    @Option(parsing: .unconditional, help: "Most memory the run may use, e.g. 6GiB, 512MiB, or auto (free memory minus --memory-headroom). The fastest plan that fits is chosen before any work; without --allow-degrade a run that cannot fit is refused.")
+    var memoryBudget: String?
+
+    @Option(help: "Memory kept free when --memory-budget is auto.")
+    var memoryHeadroom = "1GiB"
+
+    @Flag(help: "When no lossless plan fits the budget, lower the resolution (then the frame count) until one does, and say so.")
+    var allowDegrade = false
+
     @Option(help: "Also write a JSON report: time by phase, UNet seconds per step, peak allocator bytes and peak RSS.")
     var report: String?
 
@@ -100,18 +109,25 @@ struct Generate: ParsableCommand {
         if let threads, threads < 1 { throw CLIError("--threads must be at least 1") }
 
         let picture = try ImageLoader.load(path: image)
-        if seed == nil { FileHandle.standardError.write(Data("seed: \(request.seed)\n".utf8)) }
         let backend = CPUBackend(threads: threads)
+        // Plan before any work: the fastest plan within the budget, or a refusal.
+        let budget = try memoryBudget.map { try MemoryBudget(parsing: $0).resolve(headroom: try MemoryBudget.bytes(parsing: memoryHeadroom)) }
+        let chosen: PlanReport
+        do {
+            chosen = try Planner.choose(folder: modelFolder, request: request, budget: budget, allowDegrade: allowDegrade,
+                                        workspacePolicy: backend.workspacePolicy)
+        } catch let error as PlanError { throw CLIError("\(error)") }
+        for note in chosen.degradations { FileHandle.standardError.write(Data("degraded to fit the memory budget: \(note)\n".utf8)) }
+        request = chosen.request
+        if seed == nil { FileHandle.standardError.write(Data("seed: \(request.seed)\n".utf8)) }
         OpProfile.shared.isEnabled = profile
         let bar = ProgressBar(enabled: !quiet)
         let clock = PhaseClock()
-        let prediction = report == nil ? nil
-            : try MemoryPredictor.predict(folder: modelFolder, request: request, workspacePolicy: backend.workspacePolicy)
         let recorder = PhasePeakRecorder(meter: backend.allocator.meter)
         bar.phase("loading \(modelFolder)")
-        let loaded = try I2VGenXLModel.load(folder: modelFolder, backend: backend, variant: variant)
+        let folder = try ModelFolder(folder: modelFolder, backend: backend, weights: .files(variant: variant))
         clock.finish("load")
-        let video = try ImageToVideoPipeline(model: loaded, backend: backend).generate(image: picture, request: request) {
+        let video = try ImageToVideoPipeline(folder: folder).generate(image: picture, request: request, plan: chosen.plan) {
             clock.record($0)
             recorder.record($0)
             bar.update($0)
@@ -138,10 +154,10 @@ struct Generate: ParsableCommand {
                 "phase_seconds": clock.phases, "measured_seconds": clock.total,
                 "unet_seconds_per_step": clock.medianStepSeconds,
                 "measured_peak_bytes": recorder.peaks.values.max() ?? 0, "measured_phase_peak_bytes": recorder.peaks,
-                "predicted_peak_bytes": prediction?.peakBytes ?? 0, "predicted_phase_peak_bytes": prediction?.phasePeakBytes ?? [:],
-                "weight_bytes": prediction?.weightBytes ?? 0, "peak_rss_bytes": ProcessMemory.peakResidentBytes,
-                "plan": ["device": "cpu", "weights": "f32, all resident", "guidance": request.usesGuidance ? "batched" : "off",
-                         "decode_chunk": request.decodeChunk],
+                "predicted_peak_bytes": chosen.prediction.peakBytes, "predicted_phase_peak_bytes": chosen.prediction.phasePeakBytes,
+                "weight_bytes": chosen.prediction.weightBytes, "peak_rss_bytes": ProcessMemory.peakResidentBytes,
+                "plan": PlanDescription.json(chosen.plan, request: request, threads: backend.threads),
+                "degradations": chosen.degradations, "memory_budget_bytes": budget as Any,
             ]
             try AtomicFile.write(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), to: report)
         }
@@ -209,6 +225,28 @@ final class ProgressBar {
 
     func finish(_ message: String) {
         write(message + String(format: " in %.1fs", Date().timeIntervalSince(start)), final: true)
+    }
+}
+
+/// How plans are shown to users, in text and JSON.
+enum PlanDescription {
+    static func json(_ plan: ExecutionPlan, request: GenerationRequest, threads: Int) -> [String: Any] {
+        ["device": "cpu", "weights": "f32", "residency": plan.residency.rawValue,
+         "guidance": request.usesGuidance ? plan.guidance.rawValue : "off", "decode_chunk": request.decodeChunk, "threads": threads]
+    }
+
+    static func text(_ plan: ExecutionPlan, request: GenerationRequest) -> String {
+        let guidance = request.usesGuidance ? "guidance \(plan.guidance.rawValue)" : "no guidance"
+        let residency = plan.residency == .all ? "all weights resident" : "weights loaded per phase"
+        return "cpu, f32, \(residency), \(guidance), decode chunk \(request.decodeChunk)"
+    }
+}
+
+extension MemoryBudget {
+    /// A byte count for options that take no "auto".
+    static func bytes(parsing text: String) throws -> Int {
+        guard case .bytes(let bytes) = try MemoryBudget(parsing: text) else { throw CLIError("\(text): give a size such as 1GiB") }
+        return bytes
     }
 }
 

@@ -16,9 +16,10 @@ struct Plan: ParsableCommand {
             Weight files are not needed: --model-config DIR takes a folder with the configs, \
             tokenizer and scheduler config alone (e.g. the released I2VGen-XL configs).
 
-            Today this predicts the one plan Kinema runs (all weights resident in f32, guidance \
-            batched, the chosen --decode-chunk); choosing among plans to fit a budget comes with \
-            the memory planner.
+            With --memory-budget it picks the fastest lossless plan that fits (guidance batched or \
+            serial; all weights resident or only the running phase's), and, with --allow-degrade, \
+            the least lossy smaller settings when none fits; otherwise it refuses and names the \
+            smallest budget and the nearest settings that fit.
 
             Examples:
               kinema plan --model-config ../shared/data/i2vgen-xl-configs --width 768 --height 768 --frames 24
@@ -50,6 +51,15 @@ struct Plan: ParsableCommand {
     @Option(parsing: .unconditional, help: "Frames per VAE decode call.")
     var decodeChunk = 1
 
+    @Option(parsing: .unconditional, help: "Most memory the run may use, e.g. 6GiB, 512MiB, or auto (free memory minus --memory-headroom).")
+    var memoryBudget: String?
+
+    @Option(help: "Memory kept free when --memory-budget is auto.")
+    var memoryHeadroom = "1GiB"
+
+    @Flag(help: "Allow lower resolution, then fewer frames, when no lossless plan fits.")
+    var allowDegrade = false
+
     @Option(help: "The device to plan for: cpu (cuda comes with the CUDA backend).")
     var device = "cpu"
 
@@ -74,26 +84,43 @@ struct Plan: ParsableCommand {
         do { try request.validate() } catch { throw CLIError("\(error)") }
         if let threads, threads < 1 { throw CLIError("--threads must be at least 1") }
         let policy = CPUWorkspacePolicy(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
-        let prediction = try MemoryPredictor.predict(folder: folder, request: request, workspacePolicy: policy)
-        let plan: [String: Any] = [
-            "device": "cpu", "weights": "f32, all resident", "guidance": request.usesGuidance ? "batched" : "off",
-            "decode_chunk": request.decodeChunk, "threads": policy.threads,
-        ]
+        let budget: Int?
+        do {
+            budget = try memoryBudget.map { try MemoryBudget(parsing: $0).resolve(headroom: try MemoryBudget.bytes(parsing: memoryHeadroom)) }
+        } catch let error as PlanError { throw CLIError("\(error)") }
+        let chosen: PlanReport
+        do {
+            chosen = try Planner.choose(folder: folder, request: request, budget: budget, allowDegrade: allowDegrade, workspacePolicy: policy)
+        } catch let error as PlanError { throw CLIError("\(error)") }
+        let prediction = chosen.prediction
+        let final = chosen.request
         if json {
             let object: [String: Any] = [
                 "predicted_peak_bytes": prediction.peakBytes, "weight_bytes": prediction.weightBytes,
-                "phase_peak_bytes": prediction.phasePeakBytes, "plan": plan,
-                "request": ["width": request.width, "height": request.height, "frames": request.frames, "guidance": request.guidanceScale],
+                "phase_peak_bytes": prediction.phasePeakBytes,
+                "plan": PlanDescription.json(chosen.plan, request: final, threads: policy.threads),
+                "degradations": chosen.degradations, "memory_budget_bytes": budget as Any,
+                "request": ["width": final.width, "height": final.height, "frames": final.frames, "guidance": final.guidanceScale],
+                "alternatives": chosen.alternatives.map { ["plan": PlanDescription.json($0.plan, request: request, threads: policy.threads),
+                                                           "predicted_peak_bytes": $0.prediction.peakBytes] },
             ]
             print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
             return
         }
         func gib(_ bytes: Int) -> String { String(format: "%.3f GiB", Double(bytes) / Double(1 << 30)) }
-        print("\(folder): \(request.width)x\(request.height), \(request.frames) frames, guidance \(request.usesGuidance ? "on (batch of 2)" : "off"), decode chunk \(request.decodeChunk)")
-        print("plan: cpu, f32 weights all resident, \(policy.threads) threads")
-        print("  weights   \(gib(prediction.weightBytes))")
+        print("\(folder): \(final.width)x\(final.height), \(final.frames) frames, guidance \(final.usesGuidance ? "on" : "off")"
+              + (budget.map { ", budget \(gib($0))" } ?? ""))
+        for note in chosen.degradations { print("DEGRADED to fit: \(note)") }
+        print("plan: \(PlanDescription.text(chosen.plan, request: final)), \(policy.threads) threads")
+        print("  all weights \(gib(prediction.weightBytes))")
         for phase in ["encode", "denoise", "decode"] {
-            if let bytes = prediction.phasePeakBytes[phase] { print("  " + phase.padding(toLength: 9, withPad: " ", startingAt: 0) + " \(gib(bytes)) peak") }
+            if let bytes = prediction.phasePeakBytes[phase] { print("  " + phase.padding(toLength: 11, withPad: " ", startingAt: 0) + " \(gib(bytes)) peak") }
+        }
+        if chosen.alternatives.count > 1 {
+            print("considered (fastest first):")
+            for alternative in chosen.alternatives {
+                print("  \(PlanDescription.text(alternative.plan, request: request)): \(gib(alternative.prediction.peakBytes))")
+            }
         }
         print("predicted peak: \(gib(prediction.peakBytes)) (\(prediction.peakBytes) bytes)")
     }

@@ -82,6 +82,23 @@ final class GenerateCommandTests: XCTestCase {
         XCTAssertEqual(planned["predicted_peak_bytes"] as? Int, object["measured_peak_bytes"] as? Int)
     }
 
+    func testAMemoryBudgetThatCannotFitIsRefusedBeforeAnyWorkOrDegradedOutLoud() throws {
+        let (model, _, image) = try pipeline("tiny_no_guidance")
+        let output = directory.appendingPathComponent("out.npy")
+        let base = ["generate", "--model", model.path, "--image", image.path, "--prompt", "zoom in", "--width", "32", "--height", "32",
+                    "--frames", "2", "--steps", "2", "--guidance", "1", "--quiet", "--output", output.path]
+        let refused = try CLITests.run(base + ["--memory-budget", "100KB"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("no lossless plan fits") || refused.stderr.contains("no plan fits"), refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: output.path))
+        let unparsable = try CLITests.run(base + ["--memory-budget", "-1GB"])
+        XCTAssertNotEqual(unparsable.status, 0)
+        XCTAssertTrue(unparsable.stderr.contains("must be positive"), unparsable.stderr)
+        let plenty = try CLITests.run(base + ["--memory-budget", "8GiB"])
+        XCTAssertEqual(plenty.status, 0, plenty.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: output.path))
+    }
+
     func testEveryOutputFormatIsWritten() throws {
         let (model, _, image) = try pipeline("tiny_no_guidance")
         for name in ["v.mp4", "v.gif", "v.webp", "frames/"] {

@@ -1,0 +1,84 @@
+import Foundation
+import KinemaCore
+import KinemaModels
+
+/// A checked diffusers `I2VGenXLPipeline` folder whose models load one at a time, each when asked,
+/// onto one backend. The host-side parts (tokenizer, scheduler, feature extractor settings) are
+/// read once. Loading a component again gives a new copy: weights live as long as the model
+/// value that holds them, which is how a plan keeps only the running phase's weights resident.
+public struct ModelFolder {
+    public let folder: String
+    public let backend: Backend
+    public let weights: I2VGenXLModel.WeightSource
+    public let tokenizer: CLIPTokenizer
+    public let scheduler: DDIMScheduler
+    public let featureExtractor: FeatureExtractorConfig
+
+    public init(folder: String, backend: Backend, weights: I2VGenXLModel.WeightSource) throws {
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ModelLoadError("model folder \(folder) does not exist")
+        }
+        guard fm.fileExists(atPath: (folder as NSString).appendingPathComponent("model_index.json")) else {
+            throw ModelLoadError("\(folder) is not a diffusers model folder: it has no model_index.json")
+        }
+        self.folder = folder
+        self.backend = backend
+        self.weights = weights
+        for name in ["tokenizer", "text_encoder", "image_encoder", "vae", "unet", "scheduler"] {
+            guard fm.fileExists(atPath: Self.path(folder, name), isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ModelLoadError("\(folder): the \(name) component is missing (no folder \(Self.path(folder, name)))")
+            }
+        }
+        do { tokenizer = try CLIPTokenizer(folder: Self.path(folder, "tokenizer")) } catch let error as TokenizerError {
+            throw ModelLoadError("\(error)")
+        }
+        scheduler = try DDIMScheduler(config: try DDIMSchedulerConfig(contentsOf: Self.path(folder, "scheduler", "scheduler_config.json")))
+        let featureConfig = Self.path(folder, "feature_extractor", "preprocessor_config.json")
+        featureExtractor = fm.fileExists(atPath: featureConfig) ? try FeatureExtractorConfig(contentsOf: featureConfig) : FeatureExtractorConfig()
+    }
+
+    static func path(_ folder: String, _ parts: String...) -> String { ([folder] + parts).joined(separator: "/") }
+
+    /// A strict weight reader for one component, or a shapes-only one.
+    private func reader(_ name: String, base: String, make: ([SafeTensorsFile]) throws -> WeightReader) throws -> WeightReader {
+        guard case .files(let variant) = weights else { return WeightReader(shapesOnlyFor: name, backend: backend) }
+        let files = try I2VGenXLModel.weightFiles(in: Self.path(folder, name), base: base, variant: variant)
+        return try make(try files.map { try SafeTensorsFile(path: $0) })
+    }
+
+    public func textEncoder() throws -> CLIPTextModel {
+        let config = try CLIPTextConfig(contentsOf: Self.path(folder, "text_encoder", "config.json"))
+        let w = try reader("text_encoder", base: "model") { try CLIPTextModel.weightReader(files: $0, backend: backend) }
+        let model = CLIPTextModel(config: config, weights: w)
+        try w.finish()
+        return model
+    }
+
+    public func imageEncoder() throws -> CLIPVisionModelWithProjection {
+        let config = try CLIPVisionConfig(contentsOf: Self.path(folder, "image_encoder", "config.json"))
+        let w = try reader("image_encoder", base: "model") { try CLIPVisionModelWithProjection.weightReader(files: $0, backend: backend) }
+        let model = CLIPVisionModelWithProjection(config: config, weights: w)
+        try w.finish()
+        return model
+    }
+
+    public func vae() throws -> AutoencoderKL {
+        let config = try AutoencoderKLConfig(contentsOf: Self.path(folder, "vae", "config.json"))
+        let w = try reader("vae", base: "diffusion_pytorch_model") {
+            try WeightReader(component: "vae", files: $0, backend: backend, aliases: AutoencoderKL.weightKeyAliases)
+        }
+        let model = AutoencoderKL(config: config, weights: w)
+        try w.finish()
+        return model
+    }
+
+    public func unet() throws -> I2VGenXLUNet {
+        let config = try I2VGenXLUNetConfig(contentsOf: Self.path(folder, "unet", "config.json"))
+        let w = try reader("unet", base: "diffusion_pytorch_model") { try WeightReader(component: "unet", files: $0, backend: backend) }
+        let model = I2VGenXLUNet(config: config, weights: w)
+        try w.finish()
+        return model
+    }
+}

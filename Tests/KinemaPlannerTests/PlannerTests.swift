@@ -1,0 +1,93 @@
+import Foundation
+import KinemaCore
+import KinemaCPU
+import KinemaPipeline
+import KinemaPlanner
+import XCTest
+
+/// Lossless plans give the default plan's frames; the planner picks the fastest plan that fits a
+/// budget, refuses or degrades when none does, and rejects budgets that make no sense.
+final class PlannerTests: XCTestCase {
+    static let pipelines = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("KinemaPipelineTests/Fixtures/pipelines")
+    let folder = PlannerTests.pipelines.appendingPathComponent("released_layout").path
+    let policy = CPUWorkspacePolicy(threads: CPUBackend().threads)
+
+    func request() -> GenerationRequest {
+        var request = GenerationRequest(prompt: "the camera pans to the right", negativePrompt: "static", seed: 99)
+        (request.width, request.height, request.frames, request.steps, request.guidanceScale) = (48, 32, 3, 2, 6)
+        return request
+    }
+
+    func image() throws -> RGBImage {
+        var generator = SystemRandomNumberGenerator()
+        return try RGBImage(width: 53, height: 31, pixels: (0..<(53 * 31 * 3)).map { _ in UInt8.random(in: 0...255, using: &generator) })
+    }
+
+    func testEveryLosslessPlanGivesTheSameFramesAndItsPredictedPeak() throws {
+        let picture = try image()
+        var reference: [Float]?
+        for plan in Planner.losslessPlans {
+            let cpu = CPUBackend()
+            let models = try ModelFolder(folder: folder, backend: cpu, weights: .files(variant: nil))
+            let recorder = PhasePeakRecorder(meter: cpu.allocator.meter)
+            let video = try ImageToVideoPipeline(folder: models).generate(image: picture, request: request(), plan: plan) { recorder.record($0) }
+            recorder.close()
+            let predicted = try MemoryPredictor.predict(folder: folder, request: request(), plan: plan, workspacePolicy: policy)
+            XCTAssertEqual(predicted.phasePeakBytes, recorder.peaks, "\(plan)")
+            if let reference {
+                let error = zip(video.frames, reference).map { abs($0 - $1) }.max() ?? .infinity
+                XCTAssertLessThanOrEqual(error, 1e-5, "\(plan)")
+            } else {
+                reference = video.frames
+            }
+        }
+    }
+
+    func testLeanerPlansNeedLessMemory() throws {
+        let peaks = try Planner.losslessPlans.map {
+            try MemoryPredictor.predict(folder: folder, request: request(), plan: $0, workspacePolicy: policy).peakBytes
+        }
+        XCTAssertLessThan(peaks[1], peaks[0], "serial guidance halves the UNet's activations")
+        XCTAssertLessThan(peaks[2], peaks[0], "per-phase residency drops the idle models' weights")
+        XCTAssertEqual(peaks.min(), peaks[3])
+    }
+
+    func testTheFastestPlanThatFitsIsChosen() throws {
+        let peaks = try Planner.losslessPlans.map {
+            try MemoryPredictor.predict(folder: folder, request: request(), plan: $0, workspacePolicy: policy).peakBytes
+        }
+        let unlimited = try Planner.choose(folder: folder, request: request(), budget: nil, workspacePolicy: policy)
+        XCTAssertEqual(unlimited.plan, Planner.losslessPlans[0])
+        let tight = try Planner.choose(folder: folder, request: request(), budget: peaks[3], workspacePolicy: policy)
+        XCTAssertLessThanOrEqual(tight.prediction.peakBytes, peaks[3])
+        XCTAssertEqual(tight.degradations, [])
+        let firstFitting = Planner.losslessPlans.indices.first { peaks[$0] <= peaks[3] }!
+        XCTAssertEqual(tight.plan, Planner.losslessPlans[firstFitting])
+    }
+
+    func testTooSmallABudgetIsRefusedOrDegradedOutLoud() throws {
+        let smallest = try MemoryPredictor.predict(folder: folder, request: request(), plan: Planner.losslessPlans[3], workspacePolicy: policy).peakBytes
+        XCTAssertThrowsError(try Planner.choose(folder: folder, request: request(), budget: smallest - 1, workspacePolicy: policy)) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("need at least") && text.contains("\(smallest) bytes"), text)
+            XCTAssertTrue(text.contains("The nearest settings that fit"), text)
+        }
+        let degraded = try Planner.choose(folder: folder, request: request(), budget: smallest - 1, allowDegrade: true, workspacePolicy: policy)
+        XCTAssertEqual(degraded.degradations.count, 1)
+        XCTAssertTrue(degraded.request.width < 48 || degraded.request.frames < 3)
+        XCTAssertLessThanOrEqual(degraded.prediction.peakBytes, smallest - 1)
+    }
+
+    func testBudgetsParse() throws {
+        XCTAssertEqual(try MemoryBudget(parsing: "6GiB"), .bytes(6 << 30))
+        XCTAssertEqual(try MemoryBudget(parsing: "512 MiB"), .bytes(512 << 20))
+        XCTAssertEqual(try MemoryBudget(parsing: "1.5GB"), .bytes(1_500_000_000))
+        XCTAssertEqual(try MemoryBudget(parsing: "123456"), .bytes(123_456))
+        XCTAssertEqual(try MemoryBudget(parsing: "auto"), .auto)
+        XCTAssertGreaterThan(try MemoryBudget.auto.resolve(headroom: 1 << 20), 0)
+        for bad in ["", "lots", "-3GB", "0", "GiB", "nanGiB"] {
+            XCTAssertThrowsError(try MemoryBudget(parsing: bad), bad)
+        }
+    }
+}

@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""Train kinema-tiny: a small I2VGen-XL (diffusers layout by construction) on camera-motion clips.
+
+Builds I2VGenXLUNet, AutoencoderKL, CLIPTextModel and CLIPVisionModelWithProjection from diffusers'
+and transformers' own classes at small sizes (command-line options), keeps both CLIP encoders frozen
+at their random initialisation, trains the VAE first (reconstruction + small KL), fixes its
+scaling_factor to 1/std of the latents, then trains the UNet with the conditioning exactly as
+I2VGenXLPipeline builds it at inference:
+  - text: final_layer_norm(hidden_states[-2]) of the tokenized prompt (77 tokens, max_length padding);
+  - image embeddings: CLIP vision image_embeds of the first frame (square centre crop, bilinear
+    resize to the feature extractor's size, CLIP mean/std), zeros for dropped conditioning;
+  - image latents: the VAE *sample* of frame 0 times scaling_factor, then frames k/(F-1) for k ≥ 1;
+  - fps: the target fps (int64);
+  - v-prediction with DDIMScheduler's released config (squaredcos_cap_v2, rescale_betas_zero_snr).
+Classifier-free guidance dropout replaces the prompt by "" and the image embedding by zeros together
+(the pipeline's unconditional half), plus a little independent dropout of each.
+
+Training data comes from tools/tiny_data.py, rendered on the fly on the device (no network needed).
+The tokenizer is CLIP's BPE (vocab.json + merges.txt from --tokenizer) truncated to its first
+--merges merges: the ids of the kept tokens are unchanged and the text embedding table stays small.
+
+Checkpoints are the pipeline saved with save_pretrained in fp16 (plain files, no variant), the
+tokenizer as vocab.json + merges.txt, and kinema.json; --resume loads such a folder (the optimizer
+restarts). --max-minutes ends the run cleanly (a checkpoint is also written every --save-minutes).
+
+GPU run (a 10-minute device call), from the repository root, with the tokenizer copied into an
+ignored folder that travels (e.g. build-tiny/clip-tokenizer) and the wheels in build-tiny/wheels:
+  pip install --no-deps build-tiny/wheels/*.whl   # only if diffusers/transformers are missing
+  python tools/train_tiny.py --out build-tiny/kinema-tiny --tokenizer build-tiny/clip-tokenizer \
+      --photo-sources build-tiny/wheels/scikit_image-*.whl build-tiny/wheels/scikit_learn-*.whl \
+      --max-minutes 9 --vae-minutes 2.5
+  # second run: add --resume build-tiny/kinema-tiny --vae-minutes 0
+CPU smoke test:
+  python tools/train_tiny.py --out /tmp/kt --tokenizer /work/shared/data/clip-tokenizer --width 32 --height 32 \
+      --frames 4 --batch 1 --vae-steps 2 --unet-steps 2 --canvases 4 --device cpu
+"""
+import argparse
+import copy
+import json
+import os
+import shutil
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tiny_data  # noqa: E402
+
+from diffusers import AutoencoderKL, DDIMScheduler, I2VGenXLPipeline, I2VGenXLUNet  # noqa: E402
+from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer,  # noqa: E402
+                          CLIPVisionConfig, CLIPVisionModelWithProjection)
+
+RELEASED_SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", beta_start=0.0001, beta_end=0.02,
+                          rescale_betas_zero_snr=True, prediction_type="v_prediction", set_alpha_to_one=True,
+                          steps_offset=1, timestep_spacing="leading", clip_sample=False)
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def ints(text):
+    return tuple(int(v) for v in text.split(","))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="checkpoint folder (diffusers layout, fp16)")
+    p.add_argument("--resume", help="a folder this script wrote; the optimizer restarts")
+    p.add_argument("--tokenizer", required=True, help="folder with CLIP's vocab.json and merges.txt")
+    p.add_argument("--merges", type=int, default=4000, help="keep CLIP's first N BPE merges (vocab = 512 + N + 2)")
+    p.add_argument("--photo-sources", nargs="*", default=[], help="scikit-image / scikit-learn wheels or folders")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seed", type=int, default=0)
+    # video
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--fps", type=int, default=8)
+    p.add_argument("--steps", type=int, default=20, help="recommended inference steps (kinema.json)")
+    p.add_argument("--guidance", type=float, default=6.0, help="recommended guidance scale (kinema.json)")
+    # sizes
+    p.add_argument("--unet-channels", type=ints, default=(16, 32, 64, 128))
+    p.add_argument("--unet-attention", type=ints, default=(0, 0, 1, 1), help="1 = CrossAttn block at that level, 0 = plain")
+    p.add_argument("--unet-layers", type=int, default=1)
+    p.add_argument("--head-dim", type=int, default=16, help="I2VGenXLUNet attention_head_dim (the head size)")
+    p.add_argument("--norm-groups", type=int, default=8)
+    p.add_argument("--cross-dim", type=int, default=128, help="cross_attention_dim = text hidden size = image projection")
+    p.add_argument("--vae-channels", type=ints, default=(24, 48, 64, 64), help="4 levels: downscale 8; 3: downscale 4")
+    p.add_argument("--vae-layers", type=int, default=1)
+    p.add_argument("--vae-groups", type=int, default=8)
+    p.add_argument("--text-layers", type=int, default=2)
+    p.add_argument("--text-heads", type=int, default=2)
+    p.add_argument("--vision-size", type=int, default=64, help="feature extractor crop size")
+    p.add_argument("--vision-patch", type=int, default=8)
+    p.add_argument("--vision-hidden", type=int, default=64)
+    p.add_argument("--vision-layers", type=int, default=2)
+    # training
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--vae-batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument("--kl-weight", type=float, default=1e-6)
+    p.add_argument("--vae-minutes", type=float, default=2.5, help="VAE phase budget (0 skips it)")
+    p.add_argument("--vae-steps", type=int, default=0, help="stop the VAE phase after N steps (0: time only)")
+    p.add_argument("--unet-steps", type=int, default=0, help="stop after N UNet steps (0: time only)")
+    p.add_argument("--max-minutes", type=float, default=9.0, help="whole-run budget, checkpoint included")
+    p.add_argument("--save-minutes", type=float, default=3.0)
+    p.add_argument("--drop-both", type=float, default=0.12, help="P(prompt '' and image embedding 0), the unconditional half")
+    p.add_argument("--drop-text", type=float, default=0.05)
+    p.add_argument("--drop-image", type=float, default=0.05)
+    p.add_argument("--canvases", type=int, default=600, help="training canvases held on the device")
+    p.add_argument("--workers", type=int, default=0, help="processes drawing canvases (0: all cores)")
+    p.add_argument("--log-every", type=int, default=25)
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- components
+
+def truncated_tokenizer(source, merges, folder):
+    """CLIP's BPE with only its first `merges` merges, written to `folder` (vocab.json, merges.txt).
+
+    CLIP's vocab lists the 256 bytes, the 256 word-final bytes, then one token per merge in merge
+    order, then the two specials; keeping a prefix of the merges keeps every kept token's id."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(source, "merges.txt"), encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    header, rules = lines[0], [line for line in lines[1:] if line.strip()][:merges]
+    with open(os.path.join(source, "vocab.json"), encoding="utf-8") as f:
+        full = json.load(f)
+    by_id = sorted(full, key=full.get)
+    keep = by_id[:512] + ["".join(rule.split()) for rule in rules]
+    assert keep[512:] == by_id[512:512 + len(rules)], "vocab.json is not in CLIP's merge order"
+    vocab = {token: i for i, token in enumerate(keep + ["<|startoftext|>", "<|endoftext|>"])}
+    with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(vocab, f, ensure_ascii=False)
+    with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write(header + "\n" + "\n".join(rules) + "\n")
+    tokenizer = CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"),
+                              pad_token="<|endoftext|>", model_max_length=77)
+    return tokenizer, len(vocab)
+
+
+def build_components(args, scratch):
+    torch.manual_seed(args.seed)
+    tokenizer, vocab = truncated_tokenizer(args.tokenizer, args.merges, os.path.join(scratch, "tokenizer-src"))
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab, max_position_embeddings=77, hidden_size=args.cross_dim, intermediate_size=args.cross_dim * 2,
+        num_hidden_layers=args.text_layers, num_attention_heads=args.text_heads, projection_dim=args.cross_dim,
+        hidden_act="gelu", bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1))
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        image_size=args.vision_size, patch_size=args.vision_patch, hidden_size=args.vision_hidden,
+        intermediate_size=args.vision_hidden * 2, num_hidden_layers=args.vision_layers, num_attention_heads=2,
+        projection_dim=args.cross_dim, hidden_act="gelu"))
+    down = tuple("CrossAttnDownBlock3D" if a else "DownBlock3D" for a in args.unet_attention)
+    up = tuple("CrossAttnUpBlock3D" if a else "UpBlock3D" for a in reversed(args.unet_attention))
+    vae_levels = len(args.vae_channels)
+    latent = args.width // 2 ** (vae_levels - 1)
+    unet = I2VGenXLUNet(sample_size=latent, in_channels=4, out_channels=4, down_block_types=down, up_block_types=up,
+                        block_out_channels=args.unet_channels, layers_per_block=args.unet_layers,
+                        norm_num_groups=args.norm_groups, cross_attention_dim=args.cross_dim,
+                        attention_head_dim=args.head_dim)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=args.width,
+                        block_out_channels=args.vae_channels, down_block_types=["DownEncoderBlock2D"] * vae_levels,
+                        up_block_types=["UpDecoderBlock2D"] * vae_levels, layers_per_block=args.vae_layers,
+                        norm_num_groups=args.vae_groups)
+    feature_extractor = CLIPImageProcessor(crop_size=args.vision_size, size=args.vision_size)
+    return dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, image_encoder=image_encoder,
+                feature_extractor=feature_extractor, scheduler=DDIMScheduler(**RELEASED_SCHEDULER))
+
+
+def alias_text_model(text_encoder):
+    # transformers 5 flattened CLIPTextModel; I2VGenXLPipeline still reads text_encoder.text_model.
+    if not hasattr(text_encoder, "text_model"):
+        object.__setattr__(text_encoder, "text_model", text_encoder)
+
+
+def load_components(folder):
+    pipe = I2VGenXLPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    alias_text_model(pipe.text_encoder)
+    return dict(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+                image_encoder=pipe.image_encoder, feature_extractor=pipe.feature_extractor, scheduler=pipe.scheduler)
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def report_sizes(c):
+    total = 0
+    for name in ("unet", "vae", "text_encoder", "image_encoder"):
+        n = count(c[name])
+        total += n
+        print(f"  {name:14s} {n:>10,d} params  {n * 2 / 2**20:6.2f} MiB fp16")
+    print(f"  {'total':14s} {total:>10,d} params  {total * 2 / 2**20:6.2f} MiB fp16")
+    return total
+
+
+def save_checkpoint(c, args, folder, tokenizer_src, extra=None):
+    """save_pretrained in fp16 (plain file names), tokenizer as vocab.json + merges.txt, kinema.json."""
+    tmp = folder.rstrip("/") + ".saving"
+    shutil.rmtree(tmp, ignore_errors=True)
+    half = {k: copy.deepcopy(c[k]).to("cpu", torch.float16) for k in ("vae", "text_encoder", "unet", "image_encoder")}
+    pipe = I2VGenXLPipeline(tokenizer=c["tokenizer"], feature_extractor=c["feature_extractor"], scheduler=c["scheduler"], **half)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    tok = os.path.join(tmp, "tokenizer")
+    for name in os.listdir(tok):
+        if name not in ("tokenizer_config.json", "special_tokens_map.json"):
+            os.remove(os.path.join(tok, name))
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(tokenizer_src, name), tok)
+    settings = dict(width=args.width, height=args.height, frames=args.frames, fps=args.fps, steps=args.steps,
+                    guidance=args.guidance)
+    with open(os.path.join(tmp, "kinema.json"), "w") as f:
+        json.dump(settings, f, indent=2)
+    if extra:
+        with open(os.path.join(tmp, "training_state.json"), "w") as f:
+            json.dump(extra, f, indent=2)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    sizes = {os.path.relpath(os.path.join(d, n), folder): os.path.getsize(os.path.join(d, n))
+             for d, _, names in os.walk(folder) for n in names}
+    total = sum(sizes.values())
+    biggest = max(sizes, key=sizes.get)
+    print(f"saved {folder}: {total / 2**20:.2f} MiB in all, largest {biggest} {sizes[biggest] / 2**20:.2f} MiB")
+    if total > 24 * 2**20 or sizes[biggest] >= 16 * 2**20:
+        print("WARNING: over the size limits (24 MB in all, each file < 16 MB)")
+
+
+# ----------------------------------------------------------------------------- conditioning (as the pipeline builds it)
+
+class PromptCache:
+    """final_layer_norm(hidden_states[-2]) of each prompt, computed once (the text encoder is frozen)."""
+
+    def __init__(self, tokenizer, text_encoder, device):
+        self.tokenizer, self.text_encoder, self.device, self.cache = tokenizer, text_encoder, device, {}
+
+    @torch.no_grad()
+    def __call__(self, prompts):
+        missing = [p for p in dict.fromkeys(prompts) if p not in self.cache]
+        if missing:
+            ids = self.tokenizer(missing, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt").input_ids.to(self.device)
+            hidden = self.text_encoder(ids, output_hidden_states=True).hidden_states[-2]
+            embeds = self.text_encoder.text_model.final_layer_norm(hidden)
+            for p, e in zip(missing, embeds):
+                self.cache[p] = e
+        return torch.stack([self.cache[p] for p in prompts])
+
+
+@torch.no_grad()
+def image_embeddings(image_encoder, first, size):
+    """CLIP image_embeds of frames [B, 3, H, W] in [-1, 1]: square centre crop of side min(H, W)
+    (the pipeline crops a width×width square; equal for square videos), bilinear resize, mean/std."""
+    _, _, h, w = first.shape
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    x = (first[:, :, y0:y0 + side, x0:x0 + side] + 1) / 2
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    x = ((x * 255).round() / 255 - torch.tensor(CLIP_MEAN, device=x.device)[:, None, None]) / torch.tensor(CLIP_STD, device=x.device)[:, None, None]
+    return image_encoder(x.to(image_encoder.dtype)).image_embeds
+
+
+def image_latents_from(first_latent, frames):
+    """prepare_image_latents: frame 0 = scaled VAE sample, frames k ≥ 1 filled with k/(F-1)."""
+    b, c, h, w = first_latent.shape
+    masks = [torch.full((b, c, 1, h, w), k / (frames - 1), device=first_latent.device, dtype=first_latent.dtype)
+             for k in range(1, frames)]
+    return torch.cat([first_latent[:, :, None]] + masks, dim=2)
+
+
+# ----------------------------------------------------------------------------- training phases
+
+def train_vae(c, sampler, args, deadline, log):
+    vae = c["vae"].train().requires_grad_(True)
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    end = min(deadline, time.time() + args.vae_minutes * 60)
+    step = 0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
+    while time.time() < end and (args.vae_steps == 0 or step < args.vae_steps):
+        frames, _, _ = sampler.sample(max(1, args.vae_batch // 4))                 # ~4 frames per clip
+        x = frames.flatten(0, 1)
+        x = x[torch.randperm(len(x), device=x.device)[:args.vae_batch]]
+        with autocast:
+            posterior = vae.encode(x).latent_dist
+            recon = vae.decode(posterior.sample()).sample
+        recon = recon.float()
+        l1 = (recon - x).abs().mean()
+        mse = F.mse_loss(recon, x)
+        kl = posterior.kl().mean()
+        loss = l1 + mse + args.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % args.log_every == 0 or step == 1:
+            psnr = 10 * torch.log10(4 / mse.detach()).item()
+            log(f"vae step {step} l1 {l1.item():.4f} psnr {psnr:.2f} dB kl {kl.item():.1f}")
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        frames, _, _ = sampler.sample(max(1, 64 // args.frames))
+        z = vae.encode(frames.flatten(0, 1)[:64]).latent_dist.sample()
+        vae.register_to_config(scaling_factor=float(1 / z.std()))
+    log(f"vae done after {step} steps; scaling_factor {vae.config.scaling_factor:.5f}")
+    return step
+
+
+def train_unet(c, sampler, args, deadline, log, save):
+    unet, vae, sched = c["unet"].train().requires_grad_(True), c["vae"], c["scheduler"]
+    prompts = PromptCache(c["tokenizer"], c["text_encoder"], args.device)
+    empty = prompts([""])[0]
+    opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
+    alphas = sched.alphas_cumprod.to(args.device)
+    sf = vae.config.scaling_factor
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
+    step, last_save, ema = 0, time.time(), None
+    while time.time() < deadline and (args.unet_steps == 0 or step < args.unet_steps):
+        frames, texts, _ = sampler.sample(args.batch)                       # [B, F, 3, H, W]
+        b, f = frames.shape[:2]
+        with torch.no_grad(), autocast:
+            z = vae.encode(frames.flatten(0, 1)).latent_dist.sample().float() * sf
+            z = z.reshape(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4)         # [B, 4, F, h, w]
+            first = vae.encode(frames[:, 0]).latent_dist.sample().float() * sf
+            img_emb = image_embeddings(c["image_encoder"], frames[:, 0], args.vision_size).float()
+        text = prompts(texts).float()
+        r = torch.rand(b, device=args.device)
+        both = r < args.drop_both
+        drop_t = both | ((r >= args.drop_both) & (r < args.drop_both + args.drop_text))
+        drop_i = both | ((r >= args.drop_both + args.drop_text) & (r < args.drop_both + args.drop_text + args.drop_image))
+        text = torch.where(drop_t[:, None, None], empty[None].float(), text)
+        img_emb = torch.where(drop_i[:, None], torch.zeros_like(img_emb), img_emb)[:, None]   # [B, 1, D]
+        cond_latents = image_latents_from(first, f)
+        t = torch.randint(0, sched.config.num_train_timesteps, (b,), device=args.device)
+        noise = torch.randn_like(z)
+        a = alphas[t].view(b, 1, 1, 1, 1)
+        noisy = a.sqrt() * z + (1 - a).sqrt() * noise
+        target = a.sqrt() * noise - (1 - a).sqrt() * z                       # v-prediction
+        fps = torch.full((b,), args.fps, dtype=torch.long, device=args.device)
+        with autocast:
+            pred = unet(noisy, t, encoder_hidden_states=text, fps=fps, image_latents=cond_latents,
+                        image_embeddings=img_emb, return_dict=False)[0]
+        loss = F.mse_loss(pred.float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        step += 1
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if step % args.log_every == 0 or step == 1:
+            log(f"unet step {step} loss {loss.item():.4f} ema {ema:.4f}")
+        if time.time() - last_save > args.save_minutes * 60:
+            save(step, ema)
+            last_save = time.time()
+    unet.eval().requires_grad_(False)
+    return step, ema
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    deadline = start + args.max_minutes * 60 - 25                            # leave time for the final save
+    torch.manual_seed(args.seed)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    scratch = os.path.abspath(args.out).rstrip("/") + ".scratch"
+    os.makedirs(scratch, exist_ok=True)
+    log_path = os.path.join(scratch, "train_log.txt")
+
+    def log(line):
+        line = f"[{time.time() - start:7.1f}s] {line}"
+        print(line, flush=True)
+        with open(log_path, "a") as f:
+            f.write(line + "\n")
+
+    if args.resume:
+        c = load_components(args.resume)
+        tokenizer_src = os.path.join(scratch, "tokenizer-src")
+        os.makedirs(tokenizer_src, exist_ok=True)
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copy(os.path.join(args.resume, "tokenizer", name), tokenizer_src)
+        state = json.load(open(os.path.join(args.resume, "training_state.json"))) if os.path.exists(
+            os.path.join(args.resume, "training_state.json")) else {}
+        log(f"resumed from {args.resume}: {state}")
+    else:
+        c = build_components(args, scratch)
+        tokenizer_src = os.path.join(scratch, "tokenizer-src")
+        state = {}
+    alias_text_model(c["text_encoder"])
+    print("model sizes:")
+    report_sizes(c)
+    for k in ("vae", "text_encoder", "unet", "image_encoder"):
+        c[k].to(args.device, torch.float32).eval().requires_grad_(False)
+
+    photos = tiny_data.load_photos(args.photo_sources)
+    log(f"photos: {len(photos)}; building {args.canvases} canvases")
+    view = max(args.width, args.height)
+    canvases, fgs, _ = tiny_data.build_canvases("train", args.canvases, view, photos, args.seed + len(state.get("runs", [])),
+                                                 workers=args.workers)
+    sampler = tiny_data.ClipSampler(canvases, fgs, args.width, args.height, args.frames, args.device,
+                                    seed=args.seed + 1000 * len(state.get("runs", [])))
+    log("canvases ready")
+
+    vae_steps = 0
+    if args.vae_minutes > 0 or args.vae_steps > 0:
+        if args.resume:
+            log("note: retraining the VAE of a resumed model changes its latents; its scaling_factor is re-estimated")
+        vae_steps = train_vae(c, sampler, args, deadline, log)
+
+    runs = state.get("runs", [])
+
+    def save(unet_steps, ema):
+        record = runs + [dict(vae_steps=vae_steps, unet_steps=unet_steps, loss_ema=ema, minutes=(time.time() - start) / 60)]
+        save_checkpoint(c, args, args.out, tokenizer_src, dict(runs=record))
+
+    unet_steps, ema = train_unet(c, sampler, args, deadline, log, save)
+    save(unet_steps, ema)
+    log(f"done: {vae_steps} VAE steps, {unet_steps} UNet steps, loss ema {ema}")
+
+
+if __name__ == "__main__":
+    main()
