@@ -34,7 +34,7 @@ import zipfile
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 MOTIONS = ["zoom_in", "zoom_out", "pan_left", "pan_right", "pan_up", "pan_down",
            "rotate_cw", "rotate_ccw", "orbit_left", "orbit_right", "static"]

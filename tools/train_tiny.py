@@ -24,12 +24,13 @@ tokenizer as vocab.json + merges.txt, and kinema.json; --resume loads such a fol
 restarts). --max-minutes ends the run cleanly (a checkpoint is also written every --save-minutes).
 
 GPU run (a 10-minute device call), from the repository root, with the tokenizer copied into an
-ignored folder that travels (e.g. build-tiny/clip-tokenizer) and the wheels in build-tiny/wheels:
-  pip install --no-deps build-tiny/wheels/*.whl   # only if diffusers/transformers are missing
-  python tools/train_tiny.py --out build-tiny/kinema-tiny --tokenizer build-tiny/clip-tokenizer \
-      --photo-sources build-tiny/wheels/scikit_image-*.whl build-tiny/wheels/scikit_learn-*.whl \
+ignored folder that travels (build-tiny/clip-tokenizer) and diffusers' wheel in build-tiny/wheels
+(the GPU image has torch, transformers, scikit-image and scikit-learn but not diffusers; the photos
+are read from the installed scikit-image/scikit-learn, or from wheels given to --photo-sources):
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site build-tiny/wheels/*.whl && export PYTHONPATH=/tmp/site
+  python3 tools/train_tiny.py --out build-tiny/kinema-tiny --tokenizer build-tiny/clip-tokenizer \
       --max-minutes 9 --vae-minutes 2.5
-  # second run: add --resume build-tiny/kinema-tiny --vae-minutes 0
+  # later runs: add --resume build-tiny/kinema-tiny --vae-minutes 0
 CPU smoke test:
   python tools/train_tiny.py --out /tmp/kt --tokenizer /work/shared/data/clip-tokenizer --width 32 --height 32 \
       --frames 4 --batch 1 --vae-steps 2 --unet-steps 2 --canvases 4 --device cpu
@@ -96,8 +97,8 @@ def parse_args(argv=None):
     p.add_argument("--vision-hidden", type=int, default=64)
     p.add_argument("--vision-layers", type=int, default=2)
     # training
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--vae-batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--vae-batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--kl-weight", type=float, default=1e-6)
@@ -361,6 +362,10 @@ def main(argv=None):
     start = time.time()
     deadline = start + args.max_minutes * 60 - 25                            # leave time for the final save
     torch.manual_seed(args.seed)
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     scratch = os.path.abspath(args.out).rstrip("/") + ".scratch"
     os.makedirs(scratch, exist_ok=True)
@@ -388,14 +393,14 @@ def main(argv=None):
     alias_text_model(c["text_encoder"])
     print("model sizes:")
     report_sizes(c)
-    for k in ("vae", "text_encoder", "unet", "image_encoder"):
-        c[k].to(args.device, torch.float32).eval().requires_grad_(False)
-
+    # canvases are drawn in forked processes, before CUDA is touched
     photos = tiny_data.load_photos(args.photo_sources)
     log(f"photos: {len(photos)}; building {args.canvases} canvases")
     view = max(args.width, args.height)
     canvases, fgs, _ = tiny_data.build_canvases("train", args.canvases, view, photos, args.seed + len(state.get("runs", [])),
                                                  workers=args.workers)
+    for k in ("vae", "text_encoder", "unet", "image_encoder"):
+        c[k].to(args.device, torch.float32).eval().requires_grad_(False)
     sampler = tiny_data.ClipSampler(canvases, fgs, args.width, args.height, args.frames, args.device,
                                     seed=args.seed + 1000 * len(state.get("runs", [])))
     log("canvases ready")
