@@ -43,44 +43,13 @@ struct Generate: ParsableCommand {
     @Option(help: "What the video should not look like (default: empty, as diffusers).")
     var negativePrompt: String?
 
-    @Option(parsing: .unconditional, help: "Video width in pixels, a multiple of 8.")
-    var width: Int?
-
-    @Option(parsing: .unconditional, help: "Video height in pixels, a multiple of 8.")
-    var height: Int?
-
-    @Option(parsing: .unconditional, help: "Number of frames.")
-    var frames: Int?
-
-    @Option(parsing: .unconditional, help: "Frames per second: the model's fps conditioning and the output's frame rate.")
-    var fps: Int?
-
-    @Option(parsing: .unconditional, help: "Denoising steps (DDIM).")
-    var steps: Int?
-
-    @Option(parsing: .unconditional, help: "Classifier-free guidance scale; 1 or less turns guidance off.")
-    var guidance: Float?
-
     @Option(parsing: .unconditional, help: "Random seed (default: a random one, printed).")
     var seed: UInt64?
 
-    @Option(parsing: .unconditional, help: "Frames per VAE decode call (same result, more memory for more speed).")
-    var decodeChunk = 1
-
-    @Option(parsing: .unconditional, help: "CPU worker threads (default: one per core).")
-    var threads: Int?
+    @OptionGroup var settings: GenerationOptions
 
     @Option(name: .shortAndLong, help: "Where to write the video (.mp4, .gif, .webp, .npy, or a folder/ of PNGs).")
     var output: String
-
-    @Option(parsing: .unconditional, help: "Most memory the run may use, e.g. 6GiB, 512MiB, or auto (free memory minus --memory-headroom). The fastest plan that fits is chosen before any work; without --allow-degrade a run that cannot fit is refused.")
-    var memoryBudget: String?
-
-    @Option(help: "Memory kept free when --memory-budget is auto.")
-    var memoryHeadroom = "1GiB"
-
-    @Flag(help: "When no lossless plan fits the budget, lower the resolution (then the frame count) until one does, and say so.")
-    var allowDegrade = false
 
     @Option(help: "Also write a JSON report: time by phase, UNet seconds per step, peak allocator bytes and peak RSS.")
     var report: String?
@@ -96,27 +65,14 @@ struct Generate: ParsableCommand {
             throw CLIError("cannot tell the format of \(output): use .mp4, .gif, .webp, .npy, or end the path with / for PNG frames")
         }
         let modelFolder = try ModelLocator.resolve(model)
-        let defaults = try RecommendedSettings.load(modelFolder: modelFolder)
-        var request = GenerationRequest(prompt: prompt, negativePrompt: negativePrompt, seed: seed ?? UInt64.random(in: 0...UInt64(Int64.max)))
-        request.width = width ?? defaults.width ?? request.width
-        request.height = height ?? defaults.height ?? request.height
-        request.frames = frames ?? defaults.frames ?? request.frames
-        request.fps = fps ?? defaults.fps ?? request.fps
-        request.steps = steps ?? defaults.steps ?? request.steps
-        request.guidanceScale = guidance ?? defaults.guidance ?? request.guidanceScale
-        request.decodeChunk = decodeChunk
-        do { try request.validate() } catch { throw CLIError("\(error)") }
-        if let threads, threads < 1 { throw CLIError("--threads must be at least 1") }
+        var request = try settings.request(prompt: prompt, negativePrompt: negativePrompt,
+                                           seed: seed ?? UInt64.random(in: 0...UInt64(Int64.max)), modelFolder: modelFolder)
 
         let picture = try ImageLoader.load(path: image)
-        let backend = CPUBackend(threads: threads)
+        let backend = CPUBackend(threads: settings.threads)
         // Plan before any work: the fastest plan within the budget, or a refusal.
-        let budget = try memoryBudget.map { try MemoryBudget(parsing: $0).resolve(headroom: try MemoryBudget.bytes(parsing: memoryHeadroom)) }
-        let chosen: PlanReport
-        do {
-            chosen = try Planner.choose(folder: modelFolder, request: request, budget: budget, allowDegrade: allowDegrade,
-                                        workspacePolicy: backend.workspacePolicy)
-        } catch let error as PlanError { throw CLIError("\(error)") }
+        let budget = try settings.budgetBytes()
+        let chosen = try settings.choosePlan(folder: modelFolder, request: request, workspacePolicy: backend.workspacePolicy)
         for note in chosen.degradations { FileHandle.standardError.write(Data("degraded to fit the memory budget: \(note)\n".utf8)) }
         request = chosen.request
         if seed == nil { FileHandle.standardError.write(Data("seed: \(request.seed)\n".utf8)) }

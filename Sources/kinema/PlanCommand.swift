@@ -33,38 +33,10 @@ struct Plan: ParsableCommand {
     @Option(help: "A folder with the model's configs but no weights.")
     var modelConfig: String?
 
-    @Option(parsing: .unconditional, help: "Video width in pixels, a multiple of 8 (default: the model's kinema.json, else 1280).")
-    var width: Int?
-
-    @Option(parsing: .unconditional, help: "Video height in pixels, a multiple of 8 (default: the model's kinema.json, else 704).")
-    var height: Int?
-
-    @Option(parsing: .unconditional, help: "Number of frames.")
-    var frames: Int?
-
-    @Option(parsing: .unconditional, help: "Denoising steps (time only; memory does not depend on them).")
-    var steps: Int?
-
-    @Option(parsing: .unconditional, help: "Guidance scale; above 1 doubles the UNet's batch.")
-    var guidance: Float?
-
-    @Option(parsing: .unconditional, help: "Frames per VAE decode call.")
-    var decodeChunk = 1
-
-    @Option(parsing: .unconditional, help: "Most memory the run may use, e.g. 6GiB, 512MiB, or auto (free memory minus --memory-headroom).")
-    var memoryBudget: String?
-
-    @Option(help: "Memory kept free when --memory-budget is auto.")
-    var memoryHeadroom = "1GiB"
-
-    @Flag(help: "Allow lower resolution, then fewer frames, when no lossless plan fits.")
-    var allowDegrade = false
+    @OptionGroup var settings: GenerationOptions
 
     @Option(help: "The device to plan for: cpu (cuda comes with the CUDA backend).")
     var device = "cpu"
-
-    @Option(parsing: .unconditional, help: "CPU worker threads the plan assumes (default: this machine's cores).")
-    var threads: Int?
 
     @Flag(help: "Print JSON.")
     var json = false
@@ -73,25 +45,10 @@ struct Plan: ParsableCommand {
         guard device == "cpu" else { throw CLIError("planning for --device \(device) needs the CUDA backend, which is not part of this build yet") }
         if model != nil && modelConfig != nil { throw CLIError("give --model or --model-config, not both") }
         let folder = try modelConfig ?? ModelLocator.resolve(model)
-        let defaults = try RecommendedSettings.load(modelFolder: folder)
-        var request = GenerationRequest(prompt: "", seed: 0)
-        request.width = width ?? defaults.width ?? request.width
-        request.height = height ?? defaults.height ?? request.height
-        request.frames = frames ?? defaults.frames ?? request.frames
-        request.steps = steps ?? defaults.steps ?? request.steps
-        request.guidanceScale = guidance ?? defaults.guidance ?? request.guidanceScale
-        request.decodeChunk = decodeChunk
-        do { try request.validate() } catch { throw CLIError("\(error)") }
-        if let threads, threads < 1 { throw CLIError("--threads must be at least 1") }
-        let policy = CPUWorkspacePolicy(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
-        let budget: Int?
-        do {
-            budget = try memoryBudget.map { try MemoryBudget(parsing: $0).resolve(headroom: try MemoryBudget.bytes(parsing: memoryHeadroom)) }
-        } catch let error as PlanError { throw CLIError("\(error)") }
-        let chosen: PlanReport
-        do {
-            chosen = try Planner.choose(folder: folder, request: request, budget: budget, allowDegrade: allowDegrade, workspacePolicy: policy)
-        } catch let error as PlanError { throw CLIError("\(error)") }
+        let request = try settings.request(prompt: "", negativePrompt: nil, seed: 0, modelFolder: folder)
+        let policy = CPUWorkspacePolicy(threads: settings.threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        let budget = try settings.budgetBytes()
+        let chosen = try settings.choosePlan(folder: folder, request: request, workspacePolicy: policy)
         let prediction = chosen.prediction
         let final = chosen.request
         if json {

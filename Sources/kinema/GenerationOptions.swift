@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import KinemaCore
+import KinemaPipeline
+import KinemaPlanner
+
+/// The generation settings and memory budget shared by `generate` and `plan`. Numbers are parsed
+/// unconditionally so that "--height -8" reaches validation instead of reading as an option.
+struct GenerationOptions: ParsableArguments {
+    @Option(parsing: .unconditional, help: "Video width in pixels, a multiple of 8 (default: the model's kinema.json, else 1280).")
+    var width: Int?
+
+    @Option(parsing: .unconditional, help: "Video height in pixels, a multiple of 8 (default: the model's kinema.json, else 704).")
+    var height: Int?
+
+    @Option(parsing: .unconditional, help: "Number of frames.")
+    var frames: Int?
+
+    @Option(parsing: .unconditional, help: "Frames per second: the model's fps conditioning and the output's frame rate.")
+    var fps: Int?
+
+    @Option(parsing: .unconditional, help: "Denoising steps (DDIM); time only, memory does not depend on them.")
+    var steps: Int?
+
+    @Option(parsing: .unconditional, help: "Classifier-free guidance scale; above 1 it is on (and doubles the UNet's batch), 1 or less turns it off.")
+    var guidance: Float?
+
+    @Option(parsing: .unconditional, help: "Frames per VAE decode call (same result, more memory for more speed).")
+    var decodeChunk = 1
+
+    @Option(parsing: .unconditional, help: "CPU worker threads (default: one per core).")
+    var threads: Int?
+
+    @Option(parsing: .unconditional, help: "Most memory the run may use, e.g. 6GiB, 512MiB, or auto (free memory minus --memory-headroom). The fastest plan that fits is chosen before any work; without --allow-degrade a run that cannot fit is refused.")
+    var memoryBudget: String?
+
+    @Option(help: "Memory kept free when --memory-budget is auto.")
+    var memoryHeadroom = "1GiB"
+
+    @Flag(help: "When no lossless plan fits the budget, lower the resolution (then the frame count) until one does, and say so.")
+    var allowDegrade = false
+
+    /// The request these options describe, unset values from the model's `kinema.json`, then diffusers' defaults.
+    func request(prompt: String, negativePrompt: String?, seed: UInt64, modelFolder: String) throws -> GenerationRequest {
+        let defaults = try RecommendedSettings.load(modelFolder: modelFolder)
+        var request = GenerationRequest(prompt: prompt, negativePrompt: negativePrompt, seed: seed)
+        request.width = width ?? defaults.width ?? request.width
+        request.height = height ?? defaults.height ?? request.height
+        request.frames = frames ?? defaults.frames ?? request.frames
+        request.fps = fps ?? defaults.fps ?? request.fps
+        request.steps = steps ?? defaults.steps ?? request.steps
+        request.guidanceScale = guidance ?? defaults.guidance ?? request.guidanceScale
+        request.decodeChunk = decodeChunk
+        do { try request.validate() } catch { throw CLIError("\(error)") }
+        if let threads, threads < 1 { throw CLIError("--threads must be at least 1") }
+        return request
+    }
+
+    /// The budget in bytes, nil for none.
+    func budgetBytes() throws -> Int? {
+        do {
+            return try memoryBudget.map { try MemoryBudget(parsing: $0).resolve(headroom: try MemoryBudget.bytes(parsing: memoryHeadroom)) }
+        } catch let error as PlanError { throw CLIError("\(error)") }
+    }
+
+    /// The planner's choice for `request` within the budget.
+    func choosePlan(folder: String, request: GenerationRequest, workspacePolicy: WorkspacePolicy) throws -> PlanReport {
+        do {
+            return try Planner.choose(folder: folder, request: request, budget: try budgetBytes(), allowDegrade: allowDegrade,
+                                      workspacePolicy: workspacePolicy)
+        } catch let error as PlanError { throw CLIError("\(error)") }
+    }
+}
