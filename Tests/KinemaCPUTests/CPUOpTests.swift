@@ -76,6 +76,19 @@ final class CPUOpTests: XCTestCase {
         checkConv(n: 1, c: 4, h: 9, w: 11, o: 5, kh: 3, kw: 3, parameters: .init(stride: 2, padding: 1), bias: true, backend: small)
     }
 
+    func testStrideOneConvolutionOnShiftedPaddedBands() {
+        // One large image with few channels takes the shifted path; a tiny band limit splits it
+        // into many bands. Symmetric, asymmetric and no padding, square and wide kernels.
+        let small = CPUBackend(convolutionBandBytes: 4096)
+        for backend in [cpu, small] {
+            checkConv(n: 1, c: random.int(in: 1...6), h: random.int(in: 30...40), w: random.int(in: 33...45), o: random.int(in: 1...5),
+                      kh: 3, kw: 3, parameters: .init(stride: 1, padding: 1), bias: true, backend: backend)
+            checkConv(n: 1, c: 3, h: 35, w: 31, o: 4, kh: 3, kw: 3,
+                      parameters: .init(strideY: 1, strideX: 1, padTop: 0, padLeft: 2, padBottom: 1, padRight: 0), bias: false, backend: backend)
+            checkConv(n: 2, c: 2, h: 40, w: 30, o: 3, kh: 5, kw: 3, parameters: .init(stride: 1, padding: 0), bias: true, backend: backend)
+        }
+    }
+
     func testTemporalConvOverFrames() {
         let clips = random.int(in: 1...3), frames = random.int(in: 1...6), c = random.int(in: 1...5), o = random.int(in: 1...5)
         let h = 3, w = 4
