@@ -55,3 +55,20 @@ struct VAEMidBlock {
         return resnets[1](hidden, activatedEmbedding: nil, b)
     }
 }
+
+/// The resnets of a VAE down or up block: no time embedding, eps 1e-6, the first one changing
+/// the channel count.
+struct VAEResnets {
+    let resnets: [ResnetBlock2D]
+
+    init(_ w: WeightReader, _ key: String, inputs: Int, outputs: Int, layers: Int, groups: Int) {
+        resnets = (0..<layers).map { j in
+            ResnetBlock2D(w, "\(key).resnets.\(j)", inputs: j == 0 ? inputs : outputs, outputs: outputs, groups: groups,
+                          epsilon: 1e-6, timeEmbeddingDim: nil)
+        }
+    }
+
+    func callAsFunction(_ x: Tensor, _ b: Backend) -> Tensor {
+        resnets.reduce(x) { hidden, resnet in resnet(hidden, activatedEmbedding: nil, b) }
+    }
+}

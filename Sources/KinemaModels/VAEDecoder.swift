@@ -16,20 +16,16 @@ struct VAEUpsample {
 
 /// diffusers `UpDecoderBlock2D`: resnets without time embedding, then an optional upsample.
 struct UpDecoderBlock2D {
-    let resnets: [ResnetBlock2D]
+    let resnets: VAEResnets
     let upsampler: VAEUpsample?
 
     init(_ w: WeightReader, _ key: String, inputs: Int, outputs: Int, layers: Int, groups: Int, addUpsample: Bool) {
-        resnets = (0..<layers).map { j in
-            ResnetBlock2D(w, "\(key).resnets.\(j)", inputs: j == 0 ? inputs : outputs, outputs: outputs, groups: groups,
-                          epsilon: 1e-6, timeEmbeddingDim: nil)
-        }
+        resnets = VAEResnets(w, key, inputs: inputs, outputs: outputs, layers: layers, groups: groups)
         upsampler = addUpsample ? VAEUpsample(w, "\(key).upsamplers.0", channels: outputs) : nil
     }
 
     func callAsFunction(_ x: Tensor, _ b: Backend) -> Tensor {
-        var hidden = x
-        for resnet in resnets { hidden = resnet(hidden, activatedEmbedding: nil, b) }
+        let hidden = resnets(x, b)
         return upsampler.map { $0(hidden, b) } ?? hidden
     }
 }

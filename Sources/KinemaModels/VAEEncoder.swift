@@ -18,20 +18,16 @@ struct VAEDownsample {
 
 /// diffusers `DownEncoderBlock2D`: resnets without time embedding, then an optional downsample.
 struct DownEncoderBlock2D {
-    let resnets: [ResnetBlock2D]
+    let resnets: VAEResnets
     let downsampler: VAEDownsample?
 
     init(_ w: WeightReader, _ key: String, inputs: Int, outputs: Int, layers: Int, groups: Int, addDownsample: Bool) {
-        resnets = (0..<layers).map { j in
-            ResnetBlock2D(w, "\(key).resnets.\(j)", inputs: j == 0 ? inputs : outputs, outputs: outputs, groups: groups,
-                          epsilon: 1e-6, timeEmbeddingDim: nil)
-        }
+        resnets = VAEResnets(w, key, inputs: inputs, outputs: outputs, layers: layers, groups: groups)
         downsampler = addDownsample ? VAEDownsample(w, "\(key).downsamplers.0", channels: outputs) : nil
     }
 
     func callAsFunction(_ x: Tensor, _ b: Backend) -> Tensor {
-        var hidden = x
-        for resnet in resnets { hidden = resnet(hidden, activatedEmbedding: nil, b) }
+        let hidden = resnets(x, b)
         return downsampler.map { $0(hidden, b) } ?? hidden
     }
 }

@@ -174,11 +174,48 @@ public struct ImageToVideoPipeline {
         }
         let b = backend
         let models = try Models(source: source, plan: plan)
-        let scheduler = models.scheduler
-        let timesteps = try scheduler.timesteps(steps: request.steps)
+        let timesteps = try models.scheduler.timesteps(steps: request.steps)
         let vaeConfig = try models.vaeConfig()
         let vaeFactor = vaeConfig.downscaleFactor
         let (h, w, frames) = (request.height / vaeFactor, request.width / vaeFactor, request.frames)
+        let latentShape = [1, try models.unetConfig().inChannels, frames, h, w]
+        // Encoding and denoising in their own scope: the conditioning is gone before decoding.
+        let latents = try denoisedLatents(models: models, image: image, request: request, plan: plan, timesteps: timesteps,
+                                          vaeConfig: vaeConfig, latentShape: latentShape, progress: progress,
+                                          isCancelled: isCancelled, observe: observe)
+
+        // Decode: latents / scaling factor, frames through the VAE in chunks.
+        if isCancelled() { throw GenerationError.cancelled }
+        let vae = try models.vae()
+        let scaled = b.affine(b.tensor(latents, shape: latentShape), scale: Float(1 / vaeConfig.scalingFactor))
+        // (1, 4, F, h, w) -> (F, 4, h, w)
+        let perFrame = b.permute(scaled, [0, 2, 1, 3, 4]).reshaped([frames, latentShape[1], h, w])
+        var decoded: [Tensor] = []
+        var start = 0
+        progress(GenerationProgress(phase: .decode, step: 0, totalSteps: frames))
+        while start < frames {
+            let end = min(frames, start + request.decodeChunk)
+            decoded.append(vae.decode(perFrame.slice(start..<end), b))
+            if start == 0 { observe("first_decode", decoded[0]) }
+            start = end
+            progress(GenerationProgress(phase: .decode, step: end, totalSteps: frames))
+        }
+        let video = decoded.count == 1 ? decoded[0] : b.concat(decoded, axis: 0)
+        // (x · 0.5 + 0.5).clamp(0, 1), then (F, 3, H, W) -> (F, H, W, 3).
+        let unit = b.clamp(b.affine(video, scale: 0.5, shift: 0.5), lower: 0, upper: 1)
+        let frameMajor = b.permute(unit, [0, 2, 3, 1])
+        return GeneratedVideo(frames: frameMajor.hasData ? frameMajor.floats() : [], count: frames,
+                              width: frameMajor.shape[2], height: frameMajor.shape[1])
+    }
+
+    /// Encode (prompt, image embeddings, image latents) and denoise: the final latents, on the host.
+    private func denoisedLatents(models: Models, image: RGBImage, request: GenerationRequest, plan: ExecutionPlan,
+                                 timesteps: [Int], vaeConfig: AutoencoderKLConfig, latentShape: [Int],
+                                 progress: (GenerationProgress) -> Void, isCancelled: () -> Bool,
+                                 observe: (String, Tensor) -> Void) throws -> [Float] {
+        let b = backend
+        let scheduler = models.scheduler
+        let (frames, h, w) = (latentShape[2], latentShape[3], latentShape[4])
         let guidance = request.usesGuidance
         // diffusers draws the VAE's posterior noise from torch's global generator and the initial
         // latents from the pipeline's generator; `--seed S` seeds both with S (ANCHORS.md §4).
@@ -234,7 +271,6 @@ public struct ImageToVideoPipeline {
 
         // Denoise.
         var latents: [Float]
-        let latentShape = [1, try models.unetConfig().inChannels, frames, h, w]
         do {
             let unet = try models.unet()
             latents = generator.randn(shape: latentShape)  // init_noise_sigma is 1 for DDIM
@@ -268,32 +304,6 @@ public struct ImageToVideoPipeline {
                 progress(GenerationProgress(phase: .denoise, step: index + 1, totalSteps: timesteps.count))
             }
         }
-        // The conditioning is not needed past the last step.
-        textEmbeddings = b.empty([0])
-        imageEmbeddings = textEmbeddings
-        imageLatents = textEmbeddings
-
-        // Decode: latents / scaling factor, frames through the VAE in chunks.
-        if isCancelled() { throw GenerationError.cancelled }
-        let vae = try models.vae()
-        let scaled = b.affine(b.tensor(latents, shape: latentShape), scale: Float(1 / vaeConfig.scalingFactor))
-        // (1, 4, F, h, w) -> (F, 4, h, w)
-        let perFrame = b.permute(scaled, [0, 2, 1, 3, 4]).reshaped([frames, latentShape[1], h, w])
-        var decoded: [Tensor] = []
-        var start = 0
-        progress(GenerationProgress(phase: .decode, step: 0, totalSteps: frames))
-        while start < frames {
-            let end = min(frames, start + request.decodeChunk)
-            decoded.append(vae.decode(perFrame.slice(start..<end), b))
-            if start == 0 { observe("first_decode", decoded[0]) }
-            start = end
-            progress(GenerationProgress(phase: .decode, step: end, totalSteps: frames))
-        }
-        let video = decoded.count == 1 ? decoded[0] : b.concat(decoded, axis: 0)
-        // (x · 0.5 + 0.5).clamp(0, 1), then (F, 3, H, W) -> (F, H, W, 3).
-        let unit = b.clamp(b.affine(video, scale: 0.5, shift: 0.5), lower: 0, upper: 1)
-        let frameMajor = b.permute(unit, [0, 2, 3, 1])
-        return GeneratedVideo(frames: frameMajor.hasData ? frameMajor.floats() : [], count: frames,
-                              width: frameMajor.shape[2], height: frameMajor.shape[1])
+        return latents
     }
 }

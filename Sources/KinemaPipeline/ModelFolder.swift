@@ -39,6 +39,20 @@ public struct ModelFolder {
         featureExtractor = fm.fileExists(atPath: featureConfig) ? try FeatureExtractorConfig(contentsOf: featureConfig) : FeatureExtractorConfig()
     }
 
+    private init(rebinding other: ModelFolder, to backend: Backend, weights: I2VGenXLModel.WeightSource) {
+        folder = other.folder
+        self.backend = backend
+        self.weights = weights
+        tokenizer = other.tokenizer
+        scheduler = other.scheduler
+        featureExtractor = other.featureExtractor
+    }
+
+    /// The same folder loading onto another backend, without reading its host-side parts again.
+    public func on(_ backend: Backend, weights: I2VGenXLModel.WeightSource) -> ModelFolder {
+        ModelFolder(rebinding: self, to: backend, weights: weights)
+    }
+
     static func path(_ folder: String, _ parts: String...) -> String { ([folder] + parts).joined(separator: "/") }
 
     /// A strict weight reader for one component, or a shapes-only one.

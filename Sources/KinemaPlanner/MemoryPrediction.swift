@@ -53,10 +53,17 @@ public enum MemoryPredictor {
     public static func predict(folder: String, request: GenerationRequest, plan: ExecutionPlan = ExecutionPlan(),
                                workspacePolicy: WorkspacePolicy, computeType: DType = .f32) throws -> MemoryPrediction {
         let meta = MetaBackend(emulating: workspacePolicy, computeType: computeType)
-        let models = try ModelFolder(folder: folder, backend: meta, weights: .shapesOnly)
-        let weightBytes = try weightBytes(models)
+        return try predict(models: try ModelFolder(folder: folder, backend: meta, weights: .shapesOnly), request: request, plan: plan)
+    }
+
+    /// Dry-runs `request` with `plan` for `models` (read once, for any number of predictions) on a
+    /// fresh meta device like the one `models` is bound to.
+    public static func predict(models: ModelFolder, request: GenerationRequest, plan: ExecutionPlan = ExecutionPlan()) throws -> MemoryPrediction {
+        let meta = MetaBackend(emulating: models.backend.workspacePolicy, computeType: models.backend.computeType)
+        let dry = models.on(meta, weights: .shapesOnly)
+        let weightBytes = try weightBytes(dry)
         let recorder = PhasePeakRecorder(meter: meta.allocator.meter)
-        _ = try ImageToVideoPipeline(folder: models).generate(image: try blankImage(request), request: request, plan: plan) { recorder.record($0) }
+        _ = try ImageToVideoPipeline(folder: dry).generate(image: try blankImage(request), request: request, plan: plan) { recorder.record($0) }
         recorder.close()
         return MemoryPrediction(weightBytes: weightBytes, phasePeakBytes: recorder.peaks)
     }
@@ -76,7 +83,7 @@ public enum MemoryPredictor {
     /// The bytes of every component's weights, counted on a separate meta device.
     static func weightBytes(_ models: ModelFolder) throws -> Int {
         let meta = MetaBackend(emulating: models.backend.workspacePolicy, computeType: models.backend.computeType)
-        let copy = try ModelFolder(folder: models.folder, backend: meta, weights: .shapesOnly)
+        let copy = models.on(meta, weights: .shapesOnly)
         let held = (try copy.textEncoder(), try copy.imageEncoder(), try copy.vae(), try copy.unet())
         _ = held
         return meta.allocator.meter.current

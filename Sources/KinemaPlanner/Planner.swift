@@ -83,8 +83,10 @@ public enum Planner {
 
     public static func choose(folder: String, request: GenerationRequest, budget: Int?, allowDegrade: Bool = false,
                               workspacePolicy: WorkspacePolicy) throws -> PlanReport {
+        // Configs, tokenizer and scheduler are read once for every dry run below.
+        let models = try ModelFolder(folder: folder, backend: MetaBackend(emulating: workspacePolicy), weights: .shapesOnly)
         func predict(_ plan: ExecutionPlan, _ request: GenerationRequest) throws -> MemoryPrediction {
-            try MemoryPredictor.predict(folder: folder, request: request, plan: plan, workspacePolicy: workspacePolicy)
+            try MemoryPredictor.predict(models: models, request: request, plan: plan)
         }
         var alternatives: [(plan: ExecutionPlan, prediction: MemoryPrediction)] = []
         for plan in losslessPlans {
