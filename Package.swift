@@ -20,6 +20,13 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
     ],
     targets: [
         .target(name: "KinemaCore", swiftSettings: engineFlags),
@@ -32,11 +39,27 @@ let package = Package(
         .target(name: "KinemaModels", dependencies: ["KinemaCore"], swiftSettings: engineFlags),
         .target(name: "KinemaPipeline", dependencies: ["KinemaModels", "KinemaCore"], swiftSettings: engineFlags),
         .target(name: "KinemaPlanner", dependencies: ["KinemaPipeline", "KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
+        .target(
+            name: "KinemaServer",
+            dependencies: [
+                "KinemaCore", "KinemaCPU", "KinemaPipeline", "KinemaPlanner", "KinemaJobs",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "MultipartKit", package: "multipart-kit"),
+            ],
+            resources: [.copy("Resources/webui"), .copy("Resources/openapi.yaml")],
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
         .executableTarget(
             name: "kinema",
             dependencies: [
-                "KinemaCore", "KinemaCPU", "KinemaModels", "KinemaPipeline", "KinemaPlanner",
+                "KinemaCore", "KinemaCPU", "KinemaModels", "KinemaPipeline", "KinemaPlanner", "KinemaServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
@@ -47,6 +70,7 @@ let package = Package(
         .testTarget(name: "KinemaPlannerTests", dependencies: ["KinemaPlanner", "KinemaPipeline", "KinemaCore", "KinemaCPU"],
                     swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KinemaCLITests", dependencies: ["kinema", "KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
+        .testTarget(name: "KinemaServerTests", dependencies: ["KinemaServer"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KinemaCoreTests", dependencies: ["KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .target(name: "KinemaJobs", dependencies: [.product(name: "SQLiteNIO", package: "sqlite-nio")]),
         .testTarget(name: "KinemaJobsTests", dependencies: ["KinemaJobs"], swiftSettings: [.swiftLanguageMode(.v5)]),

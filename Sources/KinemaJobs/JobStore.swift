@@ -44,6 +44,11 @@ public protocol JobStore: Sendable {
     /// is then left as the current holder has it.
     func complete(id: String, attempt: Int, outcome: JobCompletion) async throws -> Bool
 
+    /// Hands a running job back to the queue (a worker shutting down gracefully): it becomes queued again,
+    /// keeps its place in submission order and is taken up by the next claim. Returns false when `attempt`
+    /// is fenced out, leaving the job as it is.
+    func release(id: String, attempt: Int) async throws -> Bool
+
     /// Cancels a queued job at once, or asks its worker to stop at the next step boundary.
     func cancel(id: String) async throws -> CancelOutcome
 

@@ -197,6 +197,19 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
+    public func release(id: String, attempt: Int) async throws -> Bool {
+        try await serialized {
+            let released = try await query(
+                """
+                UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+                    phase = NULL, step = NULL, total_steps = NULL, progress = NULL, eta_s = NULL
+                WHERE id = ?1 AND attempt = ?2 AND status = 'running'
+                RETURNING id
+                """, [.text(id), .integer(attempt)])
+            return !released.isEmpty
+        }
+    }
+
     public func cancel(id: String) async throws -> CancelOutcome {
         try await transaction {
             guard let job = try await fetchIfPresent(id: id) else { return .notFound }

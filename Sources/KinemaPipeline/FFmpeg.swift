@@ -20,7 +20,7 @@ public struct MediaError: Error, CustomStringConvertible, Equatable {
 
 /// ffmpeg as a subprocess: finding it, and running it with a time limit while feeding its standard input
 /// and collecting its standard output and error.
-enum FFmpeg {
+public enum FFmpeg {
     /// What one ffmpeg run left behind.
     struct Result {
         /// The exit status, or the signal number when `exitedNormally` is false.
@@ -46,7 +46,7 @@ enum FFmpeg {
     }
 
     /// The ffmpeg to run: `KINEMA_FFMPEG` when set, else the first `ffmpeg` on `PATH`.
-    static func executable() throws -> String {
+    public static func executable() throws -> String {
         let environment = ProcessInfo.processInfo.environment
         if let override = environment["KINEMA_FFMPEG"], !override.isEmpty {
             guard isExecutableFile(override) else {

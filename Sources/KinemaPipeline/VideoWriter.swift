@@ -21,6 +21,8 @@ public enum VideoFormat: Equatable, Sendable {
     case npy
     /// A directory of `frame_0000.png`, `frame_0001.png`, ...
     case pngFrames
+    /// One PNG of the first frame (a poster image).
+    case poster
 
     /// The format a path asks for by its extension (`.mp4`, `.gif`, `.webp`, `.npy`, any case); a path with
     /// no extension or ending in "/" names a directory of PNG frames. Nil for any other extension.
@@ -36,6 +38,7 @@ public enum VideoFormat: Equatable, Sendable {
         case "gif": self = .gif
         case "webp": self = .webp
         case "npy": self = .npy
+        case "png": self = .poster
         default: return nil
         }
     }
@@ -65,7 +68,7 @@ public enum VideoWriter {
     ///   (the message ends with ffmpeg's last error lines).
     public static func write(frames: [Float], count: Int, width: Int, height: Int, fps: Int, to path: String) throws {
         guard let format = VideoFormat(path: path) else {
-            throw MediaError("\(path): unknown video format; use a path ending in .mp4, .gif, .webp or .npy, "
+            throw MediaError("\(path): unknown video format; use a path ending in .mp4, .gif, .webp, .npy or .png (the first frame), "
                 + "or a directory path (no extension, or ending in /) for PNG frames")
         }
         try checkSizes(frames: frames, count: count, width: width, height: height, fps: fps)
@@ -158,6 +161,8 @@ public enum VideoWriter {
             // The image2 muxer expands '%' sequences in the whole path; "%%" is a literal '%'.
             let pattern = output.path.replacingOccurrences(of: "%", with: "%%") + "/frame_%04d.png"
             return input + ["-c:v", "png", "-f", "image2", "-start_number", "0", "-y", "file:" + pattern]
+        case .poster:
+            return input + ["-frames:v", "1", "-c:v", "png", "-f", "image2", "-update", "1", "-y", file]
         case .npy:
             preconditionFailure(".npy is written without ffmpeg")
         }

@@ -136,20 +136,6 @@ enum ModelLocator {
     }
 }
 
-/// A model folder's own recommended settings (`kinema.json`), all optional.
-struct RecommendedSettings: Decodable {
-    var width: Int?, height: Int?, frames: Int?, fps: Int?, steps: Int?
-    var guidance: Float?
-
-    static func load(modelFolder: String) throws -> RecommendedSettings {
-        let path = (modelFolder as NSString).appendingPathComponent("kinema.json")
-        guard let data = FileManager.default.contents(atPath: path) else { return RecommendedSettings() }
-        do { return try JSONDecoder().decode(RecommendedSettings.self, from: data) } catch {
-            throw CLIError("\(path): not valid settings (\(error.localizedDescription))")
-        }
-    }
-}
-
 /// One line on stderr, redrawn in place: phase, step k/N, elapsed and ETA.
 final class ProgressBar {
     let enabled: Bool
@@ -181,20 +167,6 @@ final class ProgressBar {
 
     func finish(_ message: String) {
         write(message + String(format: " in %.1fs", Date().timeIntervalSince(start)), final: true)
-    }
-}
-
-/// How plans are shown to users, in text and JSON.
-enum PlanDescription {
-    static func json(_ plan: ExecutionPlan, request: GenerationRequest, threads: Int) -> [String: Any] {
-        ["device": "cpu", "weights": "f32", "residency": plan.residency.rawValue,
-         "guidance": request.usesGuidance ? plan.guidance.rawValue : "off", "decode_chunk": request.decodeChunk, "threads": threads]
-    }
-
-    static func text(_ plan: ExecutionPlan, request: GenerationRequest) -> String {
-        let guidance = request.usesGuidance ? "guidance \(plan.guidance.rawValue)" : "no guidance"
-        let residency = plan.residency == .all ? "all weights resident" : "weights loaded per phase"
-        return "cpu, f32, \(residency), \(guidance), decode chunk \(request.decodeChunk)"
     }
 }
 

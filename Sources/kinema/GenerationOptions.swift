@@ -42,14 +42,9 @@ struct GenerationOptions: ParsableArguments {
 
     /// The request these options describe, unset values from the model's `kinema.json`, then diffusers' defaults.
     func request(prompt: String, negativePrompt: String?, seed: UInt64, modelFolder: String) throws -> GenerationRequest {
-        let defaults = try RecommendedSettings.load(modelFolder: modelFolder)
         var request = GenerationRequest(prompt: prompt, negativePrompt: negativePrompt, seed: seed)
-        request.width = width ?? defaults.width ?? request.width
-        request.height = height ?? defaults.height ?? request.height
-        request.frames = frames ?? defaults.frames ?? request.frames
-        request.fps = fps ?? defaults.fps ?? request.fps
-        request.steps = steps ?? defaults.steps ?? request.steps
-        request.guidanceScale = guidance ?? defaults.guidance ?? request.guidanceScale
+        do { try ModelSettings.load(modelFolder: modelFolder).apply(to: &request) } catch { throw CLIError("\(error)") }
+        ModelSettings(width: width, height: height, frames: frames, fps: fps, steps: steps, guidance: guidance).apply(to: &request)
         request.decodeChunk = decodeChunk
         do { try request.validate() } catch { throw CLIError("\(error)") }
         if let threads, threads < 1 { throw CLIError("--threads must be at least 1") }

@@ -22,6 +22,35 @@ final class JobLeaseTests: JobStoreTestCase {
         XCTAssertEqual(next?.id, second.id)
     }
 
+    func testReleasedJobIsQueuedAgainInItsPlaceAndTheReleasingAttemptIsFencedOut() async throws {
+        let store = try await openStore()
+        let first = try await submitJob(store)
+        let second = try await submitJob(store)
+        let job = try await claimJob(store, workerID: "gpu0", leaseSeconds: 30)
+        XCTAssertEqual(job.id, first.id)
+        let progress = JobProgress(phase: .denoise, step: Int.random(in: 1...9), totalSteps: 10, progress: 0.5, etaSeconds: 3)
+        _ = try await store.heartbeat(id: job.id, attempt: job.attempt, workerID: "gpu0", leaseSeconds: 30, progress: progress)
+
+        let released = try await store.release(id: job.id, attempt: job.attempt)
+        XCTAssertTrue(released)
+        let queued = try await store.get(id: job.id)
+        XCTAssertEqual(queued?.status, .queued)
+        XCTAssertNil(queued?.leaseOwner)
+        XCTAssertEqual(queued?.progress, JobProgress())
+        XCTAssertEqual(queued?.queuePosition, 1)
+        // The released attempt can neither complete nor release the job again.
+        let completed = try await store.complete(id: job.id, attempt: job.attempt, outcome: .succeeded)
+        XCTAssertFalse(completed)
+        let releasedAgain = try await store.release(id: job.id, attempt: job.attempt)
+        XCTAssertFalse(releasedAgain)
+        // The next claim takes the released job before the later one.
+        let next = try await claimJob(store, workerID: "gpu1", leaseSeconds: 30)
+        XCTAssertEqual(next.id, first.id)
+        XCTAssertEqual(next.attempt, job.attempt + 1)
+        let after = try await store.get(id: second.id)
+        XCTAssertEqual(after?.status, .queued)
+    }
+
     func testClaimWithNothingQueuedIsNil() async throws {
         let store = try await openStore()
         let claimed = try await store.claim(workerID: "gpu0", leaseSeconds: 30)

@@ -1,0 +1,347 @@
+import Foundation
+import Hummingbird
+import KinemaJobs
+import KinemaPipeline
+import MultipartKit
+import HTTPTypes
+import NIOCore
+
+/// The handlers of `/api/v1`, as API.md describes them.
+struct APIRoutes: Sendable {
+    let store: any JobStore
+    let catalog: ModelCatalog
+    let uploads: UploadStore
+    let outputs: OutputStore
+    let planner: PlanService
+    let timing: TimingModel
+    let metrics: ServerMetrics
+    let configuration: ServerConfiguration
+
+    static let jsonLimit = 64 * 1024
+    static let idempotencyKeyLimit = 255
+
+    func register(on router: Router<BasicRequestContext>) {
+        let api = router.group("api/v1")
+        api.post("uploads") { request, context in try await upload(request, context) }
+        api.get("uploads/:image_id") { request, context in try await uploadedImage(request, context) }
+        api.post("plan") { request, context in try await plan(request, context) }
+        api.post("jobs") { request, context in try await submit(request, context) }
+        api.get("jobs") { request, context in try await history(request, context) }
+        api.get("jobs/:id") { _, context in try await jobResponse(try await job(context)) }
+        api.get("jobs/:id/events") { request, context in try await EventStream.response(for: try await job(context), request: request, routes: self) }
+        api.post("jobs/:id/cancel") { _, context in try await cancel(context) }
+        api.post("jobs/:id/retry") { _, context in try await retry(context) }
+        api.delete("jobs/:id") { _, context in try await delete(context) }
+        api.get("jobs/:id/:file") { request, context in try await outputFile(request, context) }
+        api.get("capabilities") { _, _ in JSONBody.response(capabilities()) }
+    }
+
+    // MARK: Uploads
+
+    func upload(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let (fields, image) = try await readForm(request, allowJSON: false)
+        guard fields.isEmpty || image != nil else { throw APIError(.unprocessableContent, "missing_field", "send the picture in a field named 'file'", field: "file") }
+        guard let image else { throw APIError(.unprocessableContent, "missing_field", "send the picture as the body or in a multipart field named 'file'", field: "file") }
+        let stored = try await storeImage(image)
+        return JSONBody.response(stored.json, status: .created, headers: [.location: "/api/v1/uploads/\(stored.imageID)"])
+    }
+
+    func storeImage(_ data: Data) async throws -> UploadStore.Upload {
+        let uploads = uploads
+        return try await BlockingWork.run { try uploads.store(data) }
+    }
+
+    func uploadedImage(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let id = context.parameters.get("image_id") ?? ""
+        guard let upload = try uploads.find(id) else { throw APIError.notFound("upload with id \(id)") }
+        return try FileResponse.make(uploads.fileURL(id), contentType: upload.contentType, request: request)
+    }
+
+    // MARK: Plan and submit
+
+    func plan(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let fields = try JSONValue.object(from: try await body(request, limit: Self.jsonLimit))
+        let params = try JobParameters.parse(fields, catalog: catalog, requireImage: false)
+        let outcome = try await planner.plan(params)
+        return JSONBody.response(outcome.json(parameters: params, predictedSeconds: outcome.fits ? timing.predict(params) : nil))
+    }
+
+    func submit(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let key = request.headers[HTTPTypes.HTTPField.Name("Idempotency-Key")!]
+        if let key, key.isEmpty || key.count > Self.idempotencyKeyLimit {
+            throw APIError(.badRequest, "invalid_header", "Idempotency-Key must be 1 to \(Self.idempotencyKeyLimit) characters", field: "Idempotency-Key")
+        }
+        let raw = try await body(request, limit: configuration.uploadLimitBytes + 1 << 20)
+        var (fields, image) = try readForm(raw, contentType: request.headers[.contentType], allowJSON: true)
+        if let image {
+            guard fields["image_id"] == nil else {
+                throw APIError(.unprocessableContent, "invalid_value", "send either a file or an image_id, not both", field: "image_id")
+            }
+            fields["image_id"] = .string(try await storeImage(image).imageID)
+        }
+        let params = try JobParameters.parse(fields, catalog: catalog, requireImage: true)
+        guard try uploads.find(params.imageID!) != nil else {
+            throw APIError(.notFound, "unknown_image", "no uploaded image has id \(params.imageID!); upload it to /api/v1/uploads first", field: "image_id")
+        }
+        let outcome = try await planner.plan(params)
+        guard outcome.fits else {
+            throw APIError(.unprocessableContent, "does_not_fit", outcome.reason ?? "no plan fits the memory budget", field: "memory_budget")
+        }
+        let record = JobRecord(params: params, plan: outcome.planJSON)
+        let hash = key.map { _ in SHA256.hex(raw) }
+        switch try await store.submit(params: record.encoded(), seed: params.seed, idempotencyKey: key, requestHash: hash) {
+        case .created(let job):
+            metrics.jobsSubmitted.increment()
+            return accepted(job)
+        case .replayed(let job):
+            return accepted(job)
+        case .conflict(let existing):
+            throw APIError(.unprocessableContent, "idempotency_conflict",
+                           "this Idempotency-Key was used for another request (job \(existing.id)); use a new key", field: "Idempotency-Key")
+        case .queueFull(let limit):
+            throw queueFull(limit)
+        }
+    }
+
+    func accepted(_ job: Job, extra: [String: Any] = [:]) -> Response {
+        var object: [String: Any] = ["id": job.id, "status": job.status.rawValue, "queue_position": job.queuePosition as Any? ?? NSNull()]
+        object.merge(extra) { $1 }
+        return JSONBody.response(object, status: .accepted, headers: [.location: "/api/v1/jobs/\(job.id)"])
+    }
+
+    func queueFull(_ limit: Int) -> APIError {
+        var error = APIError(.tooManyRequests, "queue_full", "the queue already holds \(limit) jobs; try again when some have run")
+        error.headers[.retryAfter] = "10"
+        return error
+    }
+
+    // MARK: Jobs
+
+    func job(_ context: BasicRequestContext) async throws -> Job {
+        let id = context.parameters.get("id") ?? ""
+        guard OutputStore.isValidJobID(id), let job = try await store.get(id: id) else { throw APIError.notFound("job with id \(id)") }
+        return job
+    }
+
+    func jobJSON(_ job: Job) -> [String: Any] {
+        let record = JobRecord.decode(job.params)
+        var outputs: [String: String] = [:]
+        if job.status == .succeeded {
+            for name in OutputStore.fileOrder where self.outputs.file(job.id, name) != nil { outputs[name] = "/api/v1/jobs/\(job.id)/\(name)" }
+        }
+        var params = record?.params.json ?? [:]
+        params["seed"] = job.seed
+        func time(_ date: Date?) -> Any { date.map { ISO8601DateFormatter.withFractions.string(from: $0) } ?? NSNull() }
+        let running = job.status == .running
+        return [
+            "id": job.id, "status": job.status.rawValue,
+            "phase": running ? (job.progress.phase?.rawValue as Any? ?? NSNull()) : NSNull(),
+            "step": running ? (job.progress.step as Any? ?? NSNull()) : NSNull(),
+            "total_steps": running ? (job.progress.totalSteps as Any? ?? NSNull()) : NSNull(),
+            "progress": job.status == .succeeded ? 1.0 : (running ? (job.progress.progress as Any? ?? NSNull()) : NSNull()),
+            "eta_s": running ? (job.progress.etaSeconds as Any? ?? NSNull()) : NSNull(),
+            "queue_position": job.queuePosition as Any? ?? NSNull(),
+            "params": params, "seed": job.seed, "plan": record?.planObject ?? NSNull(), "attempt": job.attempt,
+            "cancel_requested": job.cancelRequested, "error": job.error as Any? ?? NSNull(), "outputs": outputs,
+            "created_at": time(job.createdAt), "started_at": time(job.startedAt), "finished_at": time(job.finishedAt),
+            "retry_of": job.retryOf as Any? ?? NSNull(),
+        ]
+    }
+
+    func jobResponse(_ job: Job) async throws -> Response { JSONBody.response(jobJSON(job)) }
+
+    func history(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let query = request.uri.queryParameters
+        let known: Set<String> = ["status", "cursor", "limit"]
+        if let unknown = query.map({ String($0.key) }).first(where: { !known.contains($0) }) {
+            throw APIError(.badRequest, "unknown_field", "unknown query parameter '\(unknown)'", field: unknown)
+        }
+        var status: JobStatus?
+        if let text = query.get("status"), !text.isEmpty {
+            guard let parsed = JobStatus(rawValue: text) else {
+                throw APIError(.badRequest, "invalid_value", "status must be one of \(JobStatus.allCases.map(\.rawValue).joined(separator: ", "))", field: "status")
+            }
+            status = parsed
+        }
+        var limit = 20
+        if let text = query.get("limit") {
+            guard let value = Int(text), (1...100).contains(value) else {
+                throw APIError(.badRequest, "out_of_range", "limit must be a whole number from 1 to 100", field: "limit")
+            }
+            limit = value
+        }
+        let cursor = query.get("cursor").flatMap { $0.isEmpty ? nil : $0 }
+        let page: JobPage
+        do { page = try await store.list(status: status, cursor: cursor, limit: limit) } catch JobStoreError.invalidCursor {
+            throw APIError(.badRequest, "invalid_cursor", "this cursor was not handed out by this server", field: "cursor")
+        }
+        return JSONBody.response(["jobs": page.jobs.map(jobJSON), "next_cursor": page.nextCursor as Any? ?? NSNull()])
+    }
+
+    func cancel(_ context: BasicRequestContext) async throws -> Response {
+        let id = try await job(context).id
+        let (job, how): (Job, String)
+        switch try await store.cancel(id: id) {
+        case .cancelledAtOnce(let j): (job, how) = (j, "now")
+        case .willStopAtNextStep(let j): (job, how) = (j, "at_next_step")
+        case .alreadyFinished(let j): (job, how) = (j, "already_finished")
+        case .notFound: throw APIError.notFound("job with id \(id)")
+        }
+        return JSONBody.response(["id": job.id, "status": job.status.rawValue, "cancelled": how])
+    }
+
+    func retry(_ context: BasicRequestContext) async throws -> Response {
+        let id = try await job(context).id
+        switch try await store.retry(id: id) {
+        case .created(let job):
+            metrics.jobsSubmitted.increment()
+            return accepted(job, extra: ["retry_of": id])
+        case .notFinished(let job):
+            throw APIError(.conflict, "not_finished", "job \(id) is \(job.status.rawValue); only a finished job can be retried")
+        case .queueFull(let limit): throw queueFull(limit)
+        case .notFound: throw APIError.notFound("job with id \(id)")
+        }
+    }
+
+    func delete(_ context: BasicRequestContext) async throws -> Response {
+        let id = try await job(context).id
+        guard try await store.delete(id: id) != nil else { throw APIError.notFound("job with id \(id)") }
+        outputs.remove(id)
+        return Response(status: .noContent)
+    }
+
+    func outputFile(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let job = try await job(context)
+        let name = context.parameters.get("file") ?? ""
+        guard let type = OutputStore.files[name] else {
+            throw APIError.notFound("output named \(name); the outputs are \(OutputStore.fileOrder.joined(separator: ", "))")
+        }
+        guard job.status == .succeeded, let url = outputs.file(job.id, name) else {
+            throw APIError(.notFound, "not_found", "job \(job.id) has no \(name) (it is \(job.status.rawValue))")
+        }
+        return try FileResponse.make(url, contentType: type, request: request)
+    }
+
+    // MARK: Capabilities
+
+    func capabilities() -> [String: Any] {
+        [
+            "version": KinemaServer.version, "default_model": catalog.defaultModel?.name as Any? ?? NSNull(),
+            "models": catalog.models.map { model -> [String: Any] in
+                ["name": model.name, "recommended": model.recommended.json, "ranges": model.ranges.json,
+                 "presets": catalog.presets(for: model).map(\.name)]
+            },
+            "presets": catalog.defaultModel.map { catalog.presets(for: $0).map(\.json) } ?? [],
+            "ranges": catalog.defaultModel?.ranges.json ?? ParameterRanges(model: ModelSettings()).json,
+            "device": ["kind": "cpu", "threads": planner.threads, "memory_bytes": Int(ProcessInfo.processInfo.physicalMemory)],
+            "memory_budget": configuration.memoryBudget as Any? ?? NSNull(),
+            "upload_limit_bytes": configuration.uploadLimitBytes, "queue_limit": configuration.queueLimit,
+        ]
+    }
+
+    // MARK: Bodies
+
+    func body(_ request: Request, limit: Int) async throws -> Data {
+        var request = request
+        do {
+            let buffer = try await request.collectBody(upTo: limit)
+            return Data(buffer.readableBytesView)
+        } catch let error as HTTPResponseError where error.status == .contentTooLarge {
+            throw APIError(.contentTooLarge, "too_large", "the request body is larger than \(limit) bytes")
+        }
+    }
+
+    /// The fields and image of a request: multipart (field `file` + form fields), a raw image body, or JSON.
+    func readForm(_ request: Request, allowJSON: Bool) async throws -> ([String: JSONValue], Data?) {
+        let raw = try await body(request, limit: configuration.uploadLimitBytes + 1 << 20)
+        return try readForm(raw, contentType: request.headers[.contentType], allowJSON: allowJSON)
+    }
+
+    func readForm(_ raw: Data, contentType: String?, allowJSON: Bool) throws -> ([String: JSONValue], Data?) {
+        let type = (contentType ?? "").lowercased()
+        if type.hasPrefix("multipart/form-data") {
+            let form = try MultipartForm(body: raw, contentType: contentType ?? "")
+            var fields: [String: JSONValue] = [:]
+            for (name, value) in form.fields where name != "file" {
+                fields[name] = MultipartForm.value(of: name, text: value)
+            }
+            return (fields, form.file)
+        }
+        if allowJSON && (type.hasPrefix("application/json") || type.isEmpty) {
+            return (try JSONValue.object(from: raw), nil)
+        }
+        if !allowJSON || type.hasPrefix("image/") || type == "application/octet-stream" {
+            if raw.count > configuration.uploadLimitBytes {
+                throw APIError(.contentTooLarge, "too_large", "the upload is \(raw.count) bytes; the limit is \(configuration.uploadLimitBytes)")
+            }
+            return ([:], raw)
+        }
+        throw APIError(.unsupportedMediaType, "unsupported_media_type", "send application/json or multipart/form-data")
+    }
+}
+
+extension ISO8601DateFormatter {
+    nonisolated(unsafe) static let withFractions: ISO8601DateFormatter = {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter
+    }()
+}
+
+/// A parsed multipart/form-data body: text fields by name and the bytes of the `file` field.
+struct MultipartForm {
+    var fields: [String: String] = [:]
+    var file: Data?
+
+    static let stringFields: Set<String> = ["prompt", "negative_prompt", "model", "preset", "memory_budget", "image_id"]
+
+    init(body: Data, contentType: String) throws {
+        guard let boundary = contentType.split(separator: ";").map({ $0.trimmingCharacters(in: .whitespaces) })
+            .first(where: { $0.lowercased().hasPrefix("boundary=") })
+            .map({ String($0.dropFirst("boundary=".count)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }),
+            !boundary.isEmpty else {
+            throw APIError(.badRequest, "invalid_multipart", "multipart/form-data without a boundary")
+        }
+        let parser = MultipartParser(boundary: boundary)
+        var parts: [(name: String?, data: Data)] = []
+        var name: String?
+        var data = Data()
+        parser.onHeader = { field, value in
+            guard field.lowercased() == "content-disposition" else { return }
+            name = value.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+                .first { $0.hasPrefix("name=") }
+                .map { String($0.dropFirst(5)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+        }
+        parser.onBody = { buffer in data.append(contentsOf: buffer.readableBytesView) }
+        parser.onPartComplete = {
+            parts.append((name, data))
+            name = nil
+            data = Data()
+        }
+        do { try parser.execute([UInt8](body)) } catch {
+            throw APIError(.badRequest, "invalid_multipart", "the multipart body could not be parsed")
+        }
+        for part in parts {
+            guard let name = part.name else { continue }
+            if name == "file" {
+                guard file == nil else { throw APIError(.unprocessableContent, "invalid_value", "send one file", field: "file") }
+                file = part.data
+            } else {
+                guard let text = String(data: part.data, encoding: .utf8) else {
+                    throw APIError(.unprocessableContent, "invalid_value", "\(name) is not UTF-8 text", field: name)
+                }
+                fields[name] = text
+            }
+        }
+    }
+
+    /// A form field's text as the JSON value it stands for: text fields stay text; numbers and booleans are read.
+    static func value(of name: String, text: String) -> JSONValue {
+        if stringFields.contains(name) { return .string(text) }
+        if text.isEmpty { return .null }
+        if text == "true" || text == "false" { return .bool(text == "true") }
+        if let integer = Int64(text) { return .integer(integer) }
+        if let number = Double(text), number.isFinite { return .number(number) }
+        return .string(text)
+    }
+}

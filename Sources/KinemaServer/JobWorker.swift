@@ -1,0 +1,263 @@
+import Foundation
+import KinemaCPU
+import KinemaCore
+import KinemaJobs
+import KinemaPipeline
+import Logging
+import ServiceLifecycle
+
+/// Shared between a running generation's thread and the task that heartbeats for it: the latest
+/// progress, and whether the generation should stop (cancelled, fenced out, or the server stopping).
+final class RunControl: @unchecked Sendable {
+    enum Stop: Equatable { case cancelled, fenced, shutdown }
+
+    private let lock = NSLock()
+    private var stop: Stop?
+    private var latest = JobProgress()
+    private var phaseStarts: [String: Date] = [:]
+    private var phaseSeconds: [String: Double] = [:]
+    private var currentPhase: String?
+    private let expected: [String: Double]
+    let start = Date()
+
+    /// `expected`: predicted seconds by phase (from earlier runs), for the ETA before a phase has a rate of its own.
+    init(expected: [String: Double]) { self.expected = expected }
+
+    var stopReason: Stop? { lock.withLock { stop } }
+    func request(_ reason: Stop) { lock.withLock { if stop == nil { stop = reason } } }
+    var progress: JobProgress { lock.withLock { latest } }
+    var secondsByPhase: [String: Double] { lock.withLock { phaseSeconds } }
+
+    /// Overall progress: encode 0–5 %, denoise 5–85 %, decode 85–97 %, video encoding 97–100 %.
+    static let spans: [String: (Double, Double)] = [
+        "encode": (0, 0.05), "denoise": (0.05, 0.85), "decode": (0.85, 0.97), "encode_video": (0.97, 1),
+    ]
+
+    func record(_ p: GenerationProgress) {
+        lock.withLock {
+            let now = Date()
+            let phase = p.phase.rawValue
+            if currentPhase != phase {
+                if let currentPhase, let started = phaseStarts[currentPhase] { phaseSeconds[currentPhase] = now.timeIntervalSince(started) }
+                currentPhase = phase
+                phaseStarts[phase] = now
+            }
+            let fraction = p.totalSteps > 0 ? Double(p.step) / Double(p.totalSteps) : 0
+            let span = Self.spans[phase] ?? (0, 1)
+            let elapsed = now.timeIntervalSince(phaseStarts[phase] ?? now)
+            // This phase's remainder from its own rate once a step is done; later phases as predicted.
+            var eta = fraction > 0 ? elapsed / fraction * (1 - fraction) : (expected[phase] ?? 0)
+            let order = ["encode", "denoise", "decode", "encode_video"]
+            if let index = order.firstIndex(of: phase) {
+                for later in order[(index + 1)...] { eta += expected[later] ?? 0 }
+            }
+            let known = fraction > 0 || !expected.isEmpty
+            latest = JobProgress(phase: JobPhase(rawValue: phase), step: p.step, totalSteps: p.totalSteps,
+                                 progress: span.0 + (span.1 - span.0) * fraction, etaSeconds: known ? eta : nil)
+        }
+    }
+
+    func finishPhases() {
+        lock.withLock {
+            if let currentPhase, let started = phaseStarts[currentPhase] { phaseSeconds[currentPhase] = Date().timeIntervalSince(started) }
+            currentPhase = nil
+        }
+    }
+}
+
+/// The one worker of a device: claims jobs from the store one at a time and runs each on its own thread,
+/// heartbeating its lease and progress meanwhile. On graceful shutdown the running job stops at the next
+/// step boundary and goes back to the queue.
+final class JobWorker: Service, @unchecked Sendable {
+    let store: any JobStore
+    let catalog: ModelCatalog
+    let uploads: UploadStore
+    let outputs: OutputStore
+    let planner: PlanService
+    let timing: TimingModel
+    let metrics: ServerMetrics
+    let configuration: ServerConfiguration
+    let logger: Logger
+    let backend: CPUBackend
+    private let lock = NSLock()
+    private var current: RunControl?
+    private var stopping = false
+    private var folders: [String: ModelFolder] = [:]
+
+    init(store: any JobStore, catalog: ModelCatalog, uploads: UploadStore, outputs: OutputStore, planner: PlanService,
+         timing: TimingModel, metrics: ServerMetrics, configuration: ServerConfiguration, backend: CPUBackend, logger: Logger) {
+        self.store = store
+        self.catalog = catalog
+        self.uploads = uploads
+        self.outputs = outputs
+        self.planner = planner
+        self.timing = timing
+        self.metrics = metrics
+        self.configuration = configuration
+        self.backend = backend
+        self.logger = logger
+    }
+
+    var heartbeatSeconds: Double { max(0.2, min(2, configuration.leaseSeconds / 4)) }
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            while !lock.withLock({ stopping }) {
+                do {
+                    if let job = try await store.claim(workerID: configuration.workerID, leaseSeconds: configuration.leaseSeconds) {
+                        await runJob(job)
+                        continue
+                    }
+                } catch {
+                    logger.error("the worker could not claim a job: \(error)")
+                }
+                try? await Task.sleep(nanoseconds: 250_000_000)
+            }
+        } onGracefulShutdown: {
+            self.lock.withLock {
+                self.stopping = true
+                self.current?.request(.shutdown)
+            }
+        }
+        logger.info("worker stopped")
+    }
+
+    private func runJob(_ job: Job) async {
+        let log = logger.with(job: job.id)
+        guard let record = JobRecord.decode(job.params) else {
+            _ = try? await store.complete(id: job.id, attempt: job.attempt, outcome: .failed(error: "the job's stored parameters are unreadable"))
+            return
+        }
+        let params = record.params
+        let control = RunControl(expected: timing.expectedPhases(params))
+        lock.withLock {
+            current = control
+            if stopping { control.request(.shutdown) }
+        }
+        metrics.running.set(Double(1))
+        defer {
+            metrics.running.set(Double(0))
+            lock.withLock { current = nil }
+        }
+        log.info("running job \(job.id) attempt \(job.attempt): \(params.width)x\(params.height), \(params.frames) frames, \(params.steps) steps")
+
+        // Heartbeat while the generation runs: renew the lease, store progress, notice cancels and fencing.
+        let heartbeat = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: UInt64(heartbeatSeconds * 1e9))
+                if Task.isCancelled { break }
+                do {
+                    let kept = try await store.heartbeat(id: job.id, attempt: job.attempt, workerID: configuration.workerID,
+                                                        leaseSeconds: configuration.leaseSeconds, progress: control.progress)
+                    if !kept { control.request(.fenced) }
+                    else if try await store.isCancelRequested(id: job.id) { control.request(.cancelled) }
+                } catch {
+                    log.warning("heartbeat failed: \(error)")
+                }
+            }
+        }
+        let partial: URL
+        do {
+            partial = try outputs.prepare(job.id, attempt: job.attempt)
+            try await generate(job: job, params: params, into: partial, control: control)
+        } catch {
+            heartbeat.cancel()
+            await finish(job, error: error, control: control, log: log)
+            return
+        }
+        heartbeat.cancel()
+        // Outputs go into place only while this attempt still holds the job.
+        do {
+            let stillHeld = try await store.heartbeat(id: job.id, attempt: job.attempt, workerID: configuration.workerID,
+                                                      leaseSeconds: configuration.leaseSeconds,
+                                                      progress: JobProgress(phase: .encodeVideo, step: 1, totalSteps: 1, progress: 1, etaSeconds: 0))
+            guard stillHeld else { throw GenerationStop.fenced }
+            try outputs.publish(partial, id: job.id)
+            if try await store.complete(id: job.id, attempt: job.attempt, outcome: .succeeded) {
+                timing.record(params, phaseSeconds: control.secondsByPhase)
+                metrics.generationSeconds.record(Date().timeIntervalSince(control.start))
+                metrics.jobFinished("succeeded")
+                log.info("job \(job.id) succeeded in \(String(format: "%.1f", Date().timeIntervalSince(control.start))) s")
+            }
+        } catch {
+            await finish(job, error: error, control: control, log: log)
+        }
+    }
+
+    /// Ends a run that did not succeed, by why it stopped.
+    private func finish(_ job: Job, error: Error, control: RunControl, log: Logger) async {
+        outputs.removePartials(of: job.id, attempt: job.attempt)
+        let reason: RunControl.Stop? = (error as? GenerationStop).map { $0.reason } ?? (error as? GenerationError == .cancelled ? control.stopReason : nil)
+        switch reason {
+        case .fenced?:
+            log.warning("job \(job.id) attempt \(job.attempt): another worker holds the job now (or it was deleted); stopped without writing outputs")
+        case .shutdown?:
+            let released = (try? await store.release(id: job.id, attempt: job.attempt)) ?? false
+            log.info("job \(job.id) \(released ? "went back to the queue" : "was left as it is") at shutdown")
+        case .cancelled?:
+            if (try? await store.complete(id: job.id, attempt: job.attempt, outcome: .cancelled)) == true { metrics.jobFinished("cancelled") }
+            log.info("job \(job.id) cancelled")
+        case nil:
+            let message = (error as? APIError)?.message ?? "\(error)"
+            if (try? await store.complete(id: job.id, attempt: job.attempt, outcome: .failed(error: message))) == true { metrics.jobFinished("failed") }
+            log.error("job \(job.id) failed: \(message)")
+        }
+    }
+
+    /// Loads the image, plans within the budget, runs the pipeline and writes every output into `folder`.
+    private func generate(job: Job, params: JobParameters, into folder: URL, control: RunControl) async throws {
+        try Self.writeParams(params, seed: job.seed, to: folder.appendingPathComponent("params.json"))
+        guard let imageID = params.imageID, let upload = try uploads.find(imageID) else {
+            throw APIError(.unprocessableContent, "unknown_image", "the job's image is no longer stored")
+        }
+        let outcome = try await planner.plan(params)
+        guard outcome.fits, let report = outcome.report else { throw APIError(.unprocessableContent, "does_not_fit", outcome.reason ?? "no plan fits") }
+        guard let model = catalog.model(named: params.model) else { throw APIError(.unprocessableContent, "unknown_model", "no model \(params.model)") }
+        let folderForModel = try modelFolder(model)
+        let imagePath = uploads.fileURL(upload.imageID).path
+        try await BlockingWork.run {
+            if control.stopReason != nil { throw GenerationStop(reason: control.stopReason!) }
+            let image = try ImageLoader.load(path: imagePath)
+            let video = try ImageToVideoPipeline(folder: folderForModel).generate(
+                image: image, request: report.request, plan: report.plan,
+                progress: { control.record($0) }, isCancelled: { control.stopReason != nil })
+            if let reason = control.stopReason { throw GenerationStop(reason: reason) }
+            control.record(GenerationProgress(phase: .encodeVideo, step: 0, totalSteps: OutputStore.fileOrder.count - 1))
+            for (index, name) in OutputStore.fileOrder.filter({ $0 != "params.json" }).enumerated() {
+                try VideoWriter.write(frames: video.frames, count: video.count, width: video.width, height: video.height,
+                                      fps: report.request.fps, to: folder.appendingPathComponent(name).path)
+                control.record(GenerationProgress(phase: .encodeVideo, step: index + 1, totalSteps: OutputStore.fileOrder.count - 1))
+            }
+            control.finishPhases()
+        }
+    }
+
+    private func modelFolder(_ model: CatalogModel) throws -> ModelFolder {
+        try lock.withLock {
+            if let folder = folders[model.name] { return folder }
+            let folder = try ModelFolder(folder: model.folder, backend: backend, weights: .files(variant: nil))
+            folders[model.name] = folder
+            return folder
+        }
+    }
+
+    static func writeParams(_ params: JobParameters, seed: UInt64, to url: URL) throws {
+        var object = params.json
+        object["seed"] = seed
+        try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]).write(to: url)
+    }
+}
+
+/// A generation stopped on purpose, and why.
+struct GenerationStop: Error {
+    let reason: RunControl.Stop
+    static let fenced = GenerationStop(reason: .fenced)
+}
+
+extension Logger {
+    func with(job id: String) -> Logger {
+        var logger = self
+        logger[metadataKey: "job"] = .string(id)
+        return logger
+    }
+}

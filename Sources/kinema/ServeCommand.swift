@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import KinemaPlanner
+import KinemaServer
+import Logging
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve the WebUI and the HTTP API, and run the job queue.",
+        discussion: """
+            Opens the WebUI at http://HOST:PORT/ and the API under /api/v1 (see docs/api.md and \
+            /openapi.yaml). Jobs are kept in a SQLite database in the data directory and survive \
+            restarts: a job that was running when the server stopped is run again.
+
+            The server binds 127.0.0.1 unless told otherwise; another address needs --api-token \
+            (clients then send "Authorization: Bearer TOKEN") or --insecure.
+
+            Examples:
+              kinema serve                                   the default model on 127.0.0.1:7860
+              kinema serve --model ~/i2vgen-xl --memory-budget 12GiB
+              kinema serve --host 0.0.0.0 --api-token "$(openssl rand -hex 16)"
+            """
+    )
+
+    @Option(help: "Address to bind.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0 picks a free one and logs it).")
+    var port = 7860
+
+    @Option(help: "A diffusers model folder to serve (default: as for generate: $KINEMA_MODEL, ./Models/kinema-tiny, …).")
+    var model: String?
+
+    @Option(help: "Where jobs, uploads and outputs are kept (default: $KINEMA_DATA, else ~/.local/share/kinema).")
+    var dataDir: String?
+
+    @Option(help: "Most memory one generation may plan for, e.g. 6GiB or auto; a job may ask for less, never more.")
+    var memoryBudget: String?
+
+    @Option(help: "What --memory-budget auto leaves free.")
+    var memoryHeadroom = "512MiB"
+
+    @Option(help: "Require 'Authorization: Bearer TOKEN' on the API (default: $KINEMA_API_TOKEN).")
+    var apiToken: String?
+
+    @Flag(help: "Allow binding beyond loopback without a token.")
+    var insecure = false
+
+    @Option(help: "Largest upload, e.g. 20MiB.")
+    var uploadLimit = "20MiB"
+
+    @Option(help: "Queued jobs accepted before new ones are refused with 429.")
+    var queueLimit = 100
+
+    @Option(help: "Seconds a worker's claim on a job lasts without a heartbeat; a job whose worker died is taken up again after it.")
+    var leaseSeconds = 30.0
+
+    @Option(help: "CPU worker threads for generation (default: one per core).")
+    var threads: Int?
+
+    @Option(help: "This worker's name in job leases (default: host/cpu/pid).")
+    var workerID: String?
+
+    @Flag(help: "Do not run jobs in this process (another process on the same data directory runs them).")
+    var noWorker = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel = "info"
+
+    func run() throws {
+        let environment = ProcessInfo.processInfo.environment
+        let folder = try ModelLocator.resolve(model)
+        let data = dataDir ?? environment["KINEMA_DATA"]
+            ?? (FileManager.default.homeDirectoryForCurrentUser.path + "/.local/share/kinema")
+        var configuration = ServerConfiguration(models: [ServedModel(folder: folder)], dataDirectory: data)
+        configuration.host = host
+        configuration.port = port
+        configuration.memoryBudget = memoryBudget
+        configuration.memoryHeadroom = memoryHeadroom
+        configuration.apiToken = apiToken ?? environment["KINEMA_API_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        configuration.insecure = insecure
+        configuration.uploadLimitBytes = try MemoryBudget.bytes(parsing: uploadLimit)
+        configuration.queueLimit = queueLimit
+        configuration.leaseSeconds = leaseSeconds
+        configuration.threads = threads
+        configuration.runsWorker = !noWorker
+        if let workerID { configuration.workerID = workerID }
+        if let threads, threads < 1 { throw CLIError("--threads must be at least 1") }
+        guard let level = Logger.Level(rawValue: logLevel) else { throw CLIError("--log-level must be one of trace, debug, info, notice, warning, error") }
+
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "kinema")
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        Task.detached {
+            do { try await KinemaServer.run(configuration, logger: logger) } catch { outcome.error = error }
+            done.signal()
+        }
+        done.wait()
+        if let error = outcome.error { throw CLIError("\(error)") }
+    }
+
+    /// The server task's error, handed to the waiting main thread.
+    final class Outcome: @unchecked Sendable { var error: Error? }
+}
