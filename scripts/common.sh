@@ -4,9 +4,13 @@
 # Debian packages Kinema needs to build and run.
 KINEMA_APT_PACKAGES="libopenblas-dev pkg-config ffmpeg"
 
+# Extra packages for the end-to-end tests only: the WebUI browser test and the API fuzzer (PyPI).
+KINEMA_TEST_APT_PACKAGES="chromium chromium-driver python3-venv"
+
+# Installs the missing ones of the packages named (default: KINEMA_APT_PACKAGES).
 kinema_install_system_packages() {
     local missing=()
-    for package in $KINEMA_APT_PACKAGES; do
+    for package in ${1:-$KINEMA_APT_PACKAGES}; do
         dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
     done
     if [ ${#missing[@]} -gt 0 ]; then

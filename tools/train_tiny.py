@@ -38,6 +38,7 @@ CPU smoke test:
 import argparse
 import copy
 import json
+import math
 import os
 import shutil
 import sys
@@ -74,20 +75,20 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     # video
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--height", type=int, default=128)
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--steps", type=int, default=20, help="recommended inference steps (kinema.json)")
     p.add_argument("--guidance", type=float, default=6.0, help="recommended guidance scale (kinema.json)")
     # sizes
     p.add_argument("--unet-channels", type=ints, default=(16, 32, 64, 128))
-    p.add_argument("--unet-attention", type=ints, default=(0, 0, 1, 1), help="1 = CrossAttn block at that level, 0 = plain")
+    p.add_argument("--unet-attention", type=ints, default=(0, 1, 1, 1), help="1 = CrossAttn block at that level, 0 = plain")
     p.add_argument("--unet-layers", type=int, default=1)
     p.add_argument("--head-dim", type=int, default=16, help="I2VGenXLUNet attention_head_dim (the head size)")
     p.add_argument("--norm-groups", type=int, default=8)
     p.add_argument("--cross-dim", type=int, default=128, help="cross_attention_dim = text hidden size = image projection")
-    p.add_argument("--vae-channels", type=ints, default=(24, 48, 64, 64), help="4 levels: downscale 8; 3: downscale 4")
+    p.add_argument("--vae-channels", type=ints, default=(32, 64, 64), help="4 levels: downscale 8; 3: downscale 4")
     p.add_argument("--vae-layers", type=int, default=1)
     p.add_argument("--vae-groups", type=int, default=8)
     p.add_argument("--text-layers", type=int, default=2)
@@ -97,9 +98,13 @@ def parse_args(argv=None):
     p.add_argument("--vision-hidden", type=int, default=64)
     p.add_argument("--vision-layers", type=int, default=2)
     # training
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=32)
     p.add_argument("--vae-batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--lr", type=float, default=4e-4, help="peak UNet learning rate (warm-up, then cosine to 10%% over --max-minutes)")
+    p.add_argument("--text-lr", type=float, default=4e-4, help="text encoder learning rate (0: keep it frozen)")
+    p.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the UNet and text encoder weights that are saved (0: none)")
+    p.add_argument("--high-t", type=float, default=0.3, help="share of timesteps drawn from [600, 1000), where the motion is decided")
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--kl-weight", type=float, default=1e-6)
     p.add_argument("--vae-minutes", type=float, default=2.5, help="VAE phase budget (0 skips it)")
@@ -107,12 +112,15 @@ def parse_args(argv=None):
     p.add_argument("--unet-steps", type=int, default=0, help="stop after N UNet steps (0: time only)")
     p.add_argument("--max-minutes", type=float, default=9.0, help="whole-run budget, checkpoint included")
     p.add_argument("--save-minutes", type=float, default=3.0)
-    p.add_argument("--drop-both", type=float, default=0.12, help="P(prompt '' and image embedding 0), the unconditional half")
+    p.add_argument("--drop-both", type=float, default=0.10, help="P(prompt '' and image embedding 0), the unconditional half")
     p.add_argument("--drop-text", type=float, default=0.05)
     p.add_argument("--drop-image", type=float, default=0.05)
     p.add_argument("--canvases", type=int, default=600, help="training canvases held on the device")
     p.add_argument("--workers", type=int, default=0, help="processes drawing canvases (0: all cores)")
     p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--init-only", action="store_true", help="save the randomly initialised pipeline and stop (CPU timing)")
+    p.add_argument("--retrain-vae", action="store_true", help="with --resume: train the VAE again (invalidates the UNet's latents)")
+    p.add_argument("--vae-eval-images", type=int, default=12, help="held-out images for the VAE reconstruction PSNR")
     return p.parse_args(argv)
 
 
@@ -230,23 +238,13 @@ def save_checkpoint(c, args, folder, tokenizer_src, extra=None):
 
 # ----------------------------------------------------------------------------- conditioning (as the pipeline builds it)
 
-class PromptCache:
-    """final_layer_norm(hidden_states[-2]) of each prompt, computed once (the text encoder is frozen)."""
-
-    def __init__(self, tokenizer, text_encoder, device):
-        self.tokenizer, self.text_encoder, self.device, self.cache = tokenizer, text_encoder, device, {}
-
-    @torch.no_grad()
-    def __call__(self, prompts):
-        missing = [p for p in dict.fromkeys(prompts) if p not in self.cache]
-        if missing:
-            ids = self.tokenizer(missing, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids.to(self.device)
-            hidden = self.text_encoder(ids, output_hidden_states=True).hidden_states[-2]
-            embeds = self.text_encoder.text_model.final_layer_norm(hidden)
-            for p, e in zip(missing, embeds):
-                self.cache[p] = e
-        return torch.stack([self.cache[p] for p in prompts])
+def prompt_embeddings(tokenizer, text_encoder, prompts, device):
+    """final_layer_norm(hidden_states[-2]) of the prompts (77 tokens, max_length padding), as
+    I2VGenXLPipeline.encode_prompt builds them; differentiable (the text encoder may be training)."""
+    ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids.to(device)
+    hidden = text_encoder(ids, output_hidden_states=True).hidden_states[-2]
+    return text_encoder.text_model.final_layer_norm(hidden)
 
 
 @torch.no_grad()
@@ -272,16 +270,32 @@ def image_latents_from(first_latent, frames):
 
 # ----------------------------------------------------------------------------- training phases
 
+@torch.no_grad()
+def vae_heldout_psnr(vae, args):
+    """Mean reconstruction PSNR (dB, posterior mode) of the VAE on held-out images at the video size:
+    the ceiling of the first-frame PSNR, since the pipeline's frame 0 is decoded from latents."""
+    photos = tiny_data.load_photos(args.photo_sources)
+    images = tiny_data.heldout_images(args.vae_eval_images, args.width, args.height, photos, 0)
+    x = torch.stack([torch.from_numpy(img).permute(2, 0, 1) for _, img in images]).to(args.device) * 2 - 1
+    r = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    mse = ((r - x) / 2).pow(2).mean((1, 2, 3))
+    return [float(v) for v in 10 * torch.log10(1 / mse)], [name for name, _ in images]
+
+
 def train_vae(c, sampler, args, deadline, log):
     vae = c["vae"].train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
-    end = min(deadline, time.time() + args.vae_minutes * 60)
+    start = time.time()
+    end = min(deadline, start + args.vae_minutes * 60)
     step = 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
     while time.time() < end and (args.vae_steps == 0 or step < args.vae_steps):
         frames, _, _ = sampler.sample(max(1, args.vae_batch // 4))                 # ~4 frames per clip
         x = frames.flatten(0, 1)
         x = x[torch.randperm(len(x), device=x.device)[:args.vae_batch]]
+        frac = (time.time() - start) / max(end - start, 1e-6)                     # cosine to 10% over the phase
+        for group in opt.param_groups:
+            group["lr"] = args.vae_lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(frac, 1.0))))
         with autocast:
             posterior = vae.encode(x).latent_dist
             recon = vae.decode(posterior.sample()).sample
@@ -300,39 +314,84 @@ def train_vae(c, sampler, args, deadline, log):
             log(f"vae step {step} l1 {l1.item():.4f} psnr {psnr:.2f} dB kl {kl.item():.1f}")
     vae.eval().requires_grad_(False)
     with torch.no_grad():
-        frames, _, _ = sampler.sample(max(1, 64 // args.frames))
-        z = vae.encode(frames.flatten(0, 1)[:64]).latent_dist.sample()
+        frames, _, _ = sampler.sample(max(1, 256 // args.frames))
+        z = vae.encode(frames.flatten(0, 1)[:256]).latent_dist.sample()
         vae.register_to_config(scaling_factor=float(1 / z.std()))
-    log(f"vae done after {step} steps; scaling_factor {vae.config.scaling_factor:.5f}")
-    return step
+    psnrs, names = vae_heldout_psnr(vae, args)
+    log(f"vae done after {step} steps; scaling_factor {vae.config.scaling_factor:.5f}; held-out reconstruction PSNR "
+        f"mean {sum(psnrs) / len(psnrs):.2f} dB: " + ", ".join(f"{n.split('/')[-1]} {p:.1f}" for n, p in zip(names, psnrs)))
+    return step, sum(psnrs) / len(psnrs)
+
+
+class EMA:
+    """Exponential moving average of parameters (decay warmed up as (1 + n) / (10 + n))."""
+
+    def __init__(self, modules, decay):
+        self.modules, self.decay, self.n = modules, decay, 0
+        self.shadow = [copy.deepcopy(m).eval().requires_grad_(False) for m in modules]
+
+    @torch.no_grad()
+    def update(self):
+        self.n += 1
+        d = min(self.decay, (1 + self.n) / (10 + self.n))
+        for m, s in zip(self.modules, self.shadow):
+            for p, q in zip(m.parameters(), s.parameters()):
+                q.lerp_(p.detach(), 1 - d)
 
 
 def train_unet(c, sampler, args, deadline, log, save):
-    unet, vae, sched = c["unet"].train().requires_grad_(True), c["vae"], c["scheduler"]
-    prompts = PromptCache(c["tokenizer"], c["text_encoder"], args.device)
-    empty = prompts([""])[0]
-    opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
+    unet, vae, sched, text_encoder = c["unet"].train().requires_grad_(True), c["vae"], c["scheduler"], c["text_encoder"]
+    train_text = args.text_lr > 0
+    groups = [dict(params=list(unet.parameters()), lr=args.lr, peak=args.lr, weight_decay=0.01)]
+    if train_text:
+        text_encoder.train().requires_grad_(True)
+        groups.append(dict(params=list(text_encoder.parameters()), lr=args.text_lr, peak=args.text_lr, weight_decay=0.0))
+    opt = torch.optim.AdamW(groups)
+    ema = EMA([unet, text_encoder], args.ema) if args.ema > 0 else None
     alphas = sched.alphas_cumprod.to(args.device)
     sf = vae.config.scaling_factor
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
-    step, last_save, ema = 0, time.time(), None
+    start = time.time()
+    step, last_save, loss_ema = 0, time.time(), None
+
+    def averaged(fn, *a):
+        # save the EMA weights (what ships), then carry on with the raw ones
+        if ema is None:
+            return fn(*a)
+        raw = (c["unet"], c["text_encoder"])
+        c["unet"], c["text_encoder"] = ema.shadow
+        try:
+            return fn(*a)
+        finally:
+            c["unet"], c["text_encoder"] = raw
+
     while time.time() < deadline and (args.unet_steps == 0 or step < args.unet_steps):
+        frac = (time.time() - start) / max(deadline - start, 1e-6)
+        for g in opt.param_groups:
+            g["lr"] = g["peak"] * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(frac, 1.0))))
         frames, texts, _ = sampler.sample(args.batch)                       # [B, F, 3, H, W]
         b, f = frames.shape[:2]
         with torch.no_grad(), autocast:
-            z = vae.encode(frames.flatten(0, 1)).latent_dist.sample().float() * sf
-            z = z.reshape(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4)         # [B, 4, F, h, w]
-            first = vae.encode(frames[:, 0]).latent_dist.sample().float() * sf
+            posterior = vae.encode(frames.flatten(0, 1)).latent_dist
+            mean = posterior.mean.float().reshape(b, f, -1, *posterior.mean.shape[2:])
+            std = posterior.std.float().reshape(b, f, -1, *posterior.std.shape[2:])
+            z = (mean + std * torch.randn_like(std)) * sf
+            z = z.permute(0, 2, 1, 3, 4)                                     # [B, 4, F, h, w]
+            first = (mean[:, 0] + std[:, 0] * torch.randn_like(std[:, 0])) * sf   # an independent sample, as the pipeline draws
             img_emb = image_embeddings(c["image_encoder"], frames[:, 0], args.vision_size).float()
-        text = prompts(texts).float()
-        r = torch.rand(b, device=args.device)
-        both = r < args.drop_both
-        drop_t = both | ((r >= args.drop_both) & (r < args.drop_both + args.drop_text))
-        drop_i = both | ((r >= args.drop_both + args.drop_text) & (r < args.drop_both + args.drop_text + args.drop_image))
-        text = torch.where(drop_t[:, None, None], empty[None].float(), text)
-        img_emb = torch.where(drop_i[:, None], torch.zeros_like(img_emb), img_emb)[:, None]   # [B, 1, D]
+        r = torch.rand(b).tolist()
+        d_both, d_text, d_img = args.drop_both, args.drop_text, args.drop_image
+        drop_t = [x < d_both + d_text for x in r]
+        drop_i = [x < d_both or d_both + d_text <= x < d_both + d_text + d_img for x in r]
+        texts = ["" if d else t for t, d in zip(texts, drop_t)]
+        with autocast, torch.set_grad_enabled(train_text):
+            text = prompt_embeddings(c["tokenizer"], text_encoder, texts, args.device)
+        keep_i = torch.tensor([not d for d in drop_i], device=args.device, dtype=img_emb.dtype)
+        img_emb = (img_emb * keep_i[:, None])[:, None]                          # [B, 1, D]
         cond_latents = image_latents_from(first, f)
         t = torch.randint(0, sched.config.num_train_timesteps, (b,), device=args.device)
+        high = torch.rand(b, device=args.device) < args.high_t
+        t = torch.where(high, torch.randint(600, sched.config.num_train_timesteps, (b,), device=args.device), t)
         noise = torch.randn_like(z)
         a = alphas[t].view(b, 1, 1, 1, 1)
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise
@@ -344,17 +403,21 @@ def train_unet(c, sampler, args, deadline, log, save):
         loss = F.mse_loss(pred.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
         opt.step()
+        if ema is not None:
+            ema.update()
         step += 1
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
         if step % args.log_every == 0 or step == 1:
-            log(f"unet step {step} loss {loss.item():.4f} ema {ema:.4f}")
+            rate = step / (time.time() - start)
+            log(f"unet step {step} loss {loss.item():.4f} ema {loss_ema:.4f} lr {opt.param_groups[0]['lr']:.2e} {rate:.2f} it/s")
         if time.time() - last_save > args.save_minutes * 60:
-            save(step, ema)
+            averaged(save, step, loss_ema)
             last_save = time.time()
     unet.eval().requires_grad_(False)
-    return step, ema
+    text_encoder.eval().requires_grad_(False)
+    return step, loss_ema, averaged
 
 
 def main(argv=None):
@@ -377,6 +440,7 @@ def main(argv=None):
         with open(log_path, "a") as f:
             f.write(line + "\n")
 
+    log(f"arguments: {vars(args)}")
     if args.resume:
         c = load_components(args.resume)
         tokenizer_src = os.path.join(scratch, "tokenizer-src")
@@ -393,33 +457,39 @@ def main(argv=None):
     alias_text_model(c["text_encoder"])
     print("model sizes:")
     report_sizes(c)
+    runs = state.get("runs", [])
+    if args.init_only:
+        save_checkpoint(c, args, args.out, tokenizer_src, dict(runs=runs, note="random initialisation (timing only)"))
+        return
     # canvases are drawn in forked processes, before CUDA is touched
     photos = tiny_data.load_photos(args.photo_sources)
     log(f"photos: {len(photos)}; building {args.canvases} canvases")
     view = max(args.width, args.height)
-    canvases, fgs, _ = tiny_data.build_canvases("train", args.canvases, view, photos, args.seed + len(state.get("runs", [])),
+    canvases, fgs, _ = tiny_data.build_canvases("train", args.canvases, view, photos, args.seed + len(runs),
                                                  workers=args.workers)
     for k in ("vae", "text_encoder", "unet", "image_encoder"):
         c[k].to(args.device, torch.float32).eval().requires_grad_(False)
     sampler = tiny_data.ClipSampler(canvases, fgs, args.width, args.height, args.frames, args.device,
-                                    seed=args.seed + 1000 * len(state.get("runs", [])))
+                                    seed=args.seed + 1000 * len(runs))
     log("canvases ready")
 
-    vae_steps = 0
-    if args.vae_minutes > 0 or args.vae_steps > 0:
+    vae_steps, vae_psnr = 0, state.get("vae_heldout_psnr")
+    if args.resume and not args.retrain_vae:
+        log(f"VAE kept fixed (scaling_factor {c['vae'].config.scaling_factor:.5f}); --retrain-vae would invalidate the UNet")
+    elif args.vae_minutes > 0 or args.vae_steps > 0:
         if args.resume:
             log("note: retraining the VAE of a resumed model changes its latents; its scaling_factor is re-estimated")
-        vae_steps = train_vae(c, sampler, args, deadline, log)
+        vae_steps, vae_psnr = train_vae(c, sampler, args, deadline, log)
 
-    runs = state.get("runs", [])
+    def save(unet_steps, loss_ema):
+        record = runs + [dict(vae_steps=vae_steps, unet_steps=unet_steps, loss_ema=loss_ema, minutes=(time.time() - start) / 60,
+                              batch=args.batch, width=args.width, height=args.height, frames=args.frames)]
+        save_checkpoint(c, args, args.out, tokenizer_src, dict(runs=record, vae_heldout_psnr=vae_psnr))
+        log(f"checkpoint saved after {unet_steps} UNet steps")
 
-    def save(unet_steps, ema):
-        record = runs + [dict(vae_steps=vae_steps, unet_steps=unet_steps, loss_ema=ema, minutes=(time.time() - start) / 60)]
-        save_checkpoint(c, args, args.out, tokenizer_src, dict(runs=record))
-
-    unet_steps, ema = train_unet(c, sampler, args, deadline, log, save)
-    save(unet_steps, ema)
-    log(f"done: {vae_steps} VAE steps, {unet_steps} UNet steps, loss ema {ema}")
+    unet_steps, loss_ema, averaged = train_unet(c, sampler, args, deadline, log, save)
+    averaged(save, unet_steps, loss_ema)
+    log(f"done: {vae_steps} VAE steps, {unet_steps} UNet steps, loss ema {loss_ema}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ struct APIError: Error, CustomStringConvertible {
 
     func response() -> Response {
         var response = JSONBody.response(body, status: status)
-        for field in headers { response.headers.append(field) }
+        for field in headers { response.headers[field.name] = field.value }
         return response
     }
 }

@@ -2,7 +2,6 @@ import Foundation
 import Hummingbird
 import KinemaJobs
 import KinemaPipeline
-import MultipartKit
 import HTTPTypes
 import NIOCore
 
@@ -73,6 +72,8 @@ struct APIRoutes: Sendable {
         }
         let raw = try await body(request, limit: configuration.uploadLimitBytes + 1 << 20)
         var (fields, image) = try readForm(raw, contentType: request.headers[.contentType], allowJSON: true)
+        // Idempotency compares content, not bytes: key order, spacing and multipart framing do not matter.
+        let hash = key.map { _ in SHA256.hex(Data((JSONValue.object(fields).canonical + (image.map { SHA256.hex($0) } ?? "")).utf8)) }
         if let image {
             guard fields["image_id"] == nil else {
                 throw APIError(.unprocessableContent, "invalid_value", "send either a file or an image_id, not both", field: "image_id")
@@ -88,7 +89,6 @@ struct APIRoutes: Sendable {
             throw APIError(.unprocessableContent, "does_not_fit", outcome.reason ?? "no plan fits the memory budget", field: "memory_budget")
         }
         let record = JobRecord(params: params, plan: outcome.planJSON)
-        let hash = key.map { _ in SHA256.hex(raw) }
         switch try await store.submit(params: record.encoded(), seed: params.seed, idempotencyKey: key, requestHash: hash) {
         case .created(let job):
             metrics.jobsSubmitted.increment()
@@ -270,7 +270,7 @@ struct APIRoutes: Sendable {
         if allowJSON && (type.hasPrefix("application/json") || type.isEmpty) {
             return (try JSONValue.object(from: raw), nil)
         }
-        if !allowJSON || type.hasPrefix("image/") || type == "application/octet-stream" {
+        if !allowJSON {
             if raw.count > configuration.uploadLimitBytes {
                 throw APIError(.contentTooLarge, "too_large", "the upload is \(raw.count) bytes; the limit is \(configuration.uploadLimitBytes)")
             }
@@ -288,7 +288,8 @@ extension ISO8601DateFormatter {
     }()
 }
 
-/// A parsed multipart/form-data body: text fields by name and the bytes of the `file` field.
+/// A parsed multipart/form-data body (RFC 7578): text fields by name and the bytes of the `file` field.
+/// Strict: a body that does not follow the format is a 400, never a crash.
 struct MultipartForm {
     var fields: [String: String] = [:]
     var file: Data?
@@ -296,43 +297,61 @@ struct MultipartForm {
     static let stringFields: Set<String> = ["prompt", "negative_prompt", "model", "preset", "memory_budget", "image_id"]
 
     init(body: Data, contentType: String) throws {
+        func invalid(_ why: String) -> APIError { APIError(.badRequest, "invalid_multipart", "the multipart body \(why)") }
         guard let boundary = contentType.split(separator: ";").map({ $0.trimmingCharacters(in: .whitespaces) })
             .first(where: { $0.lowercased().hasPrefix("boundary=") })
             .map({ String($0.dropFirst("boundary=".count)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }),
-            !boundary.isEmpty else {
-            throw APIError(.badRequest, "invalid_multipart", "multipart/form-data without a boundary")
+            !boundary.isEmpty, boundary.utf8.count <= 70 else {
+            throw APIError(.badRequest, "invalid_multipart", "multipart/form-data needs a boundary parameter of 1 to 70 characters")
         }
-        let parser = MultipartParser(boundary: boundary)
-        var parts: [(name: String?, data: Data)] = []
-        var name: String?
-        var data = Data()
-        parser.onHeader = { field, value in
-            guard field.lowercased() == "content-disposition" else { return }
-            name = value.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
-                .first { $0.hasPrefix("name=") }
-                .map { String($0.dropFirst(5)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
-        }
-        parser.onBody = { buffer in data.append(contentsOf: buffer.readableBytesView) }
-        parser.onPartComplete = {
-            parts.append((name, data))
-            name = nil
-            data = Data()
-        }
-        do { try parser.execute([UInt8](body)) } catch {
-            throw APIError(.badRequest, "invalid_multipart", "the multipart body could not be parsed")
-        }
-        for part in parts {
-            guard let name = part.name else { continue }
-            if name == "file" {
-                guard file == nil else { throw APIError(.unprocessableContent, "invalid_value", "send one file", field: "file") }
-                file = part.data
-            } else {
-                guard let text = String(data: part.data, encoding: .utf8) else {
-                    throw APIError(.unprocessableContent, "invalid_value", "\(name) is not UTF-8 text", field: name)
-                }
-                fields[name] = text
+        let bytes = [UInt8](body)
+        let delimiter = Array("--\(boundary)".utf8)
+        let crlf: [UInt8] = [13, 10]
+        guard var position = Self.find(delimiter, in: bytes, from: 0) else { throw invalid("has no boundary line") }
+        position += delimiter.count
+        while true {
+            // After a delimiter: "--" ends the body; otherwise CRLF, then headers, a blank line and content.
+            if bytes.count >= position + 2 && bytes[position] == 45 && bytes[position + 1] == 45 { break }
+            guard bytes.count >= position + 2, Array(bytes[position..<position + 2]) == crlf else { throw invalid("has a malformed boundary line") }
+            position += 2
+            guard let headerEnd = Self.find([13, 10, 13, 10], in: bytes, from: position) else { throw invalid("has a part without headers") }
+            guard let headerText = String(bytes: bytes[position..<headerEnd], encoding: .utf8) else { throw invalid("has part headers that are not UTF-8") }
+            let contentStart = headerEnd + 4
+            guard let next = Self.find(crlf + delimiter, in: bytes, from: contentStart) else { throw invalid("is not terminated by its boundary") }
+            var name: String?
+            for line in headerText.components(separatedBy: "\r\n") {
+                let pieces = line.split(separator: ":", maxSplits: 1)
+                guard pieces.count == 2, pieces[0].lowercased() == "content-disposition" else { continue }
+                name = pieces[1].split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+                    .first { $0.hasPrefix("name=") }
+                    .map { String($0.dropFirst(5)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
             }
+            let content = Data(bytes[contentStart..<next])
+            if let name {
+                if name == "file" {
+                    guard file == nil else { throw APIError(.unprocessableContent, "invalid_value", "send one file", field: "file") }
+                    file = content
+                } else {
+                    guard let text = String(data: content, encoding: .utf8) else {
+                        throw APIError(.unprocessableContent, "invalid_value", "\(name) is not UTF-8 text", field: name)
+                    }
+                    fields[name] = text
+                }
+            }
+            position = next + 2 + delimiter.count
         }
+    }
+
+    /// The first index of `needle` in `haystack` at or after `start`.
+    static func find(_ needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
+        guard !needle.isEmpty, haystack.count >= needle.count, start <= haystack.count - needle.count else { return nil }
+        let first = needle[0]
+        var index = start
+        while index <= haystack.count - needle.count {
+            if haystack[index] == first && haystack[index..<index + needle.count].elementsEqual(needle) { return index }
+            index += 1
+        }
+        return nil
     }
 
     /// A form field's text as the JSON value it stands for: text fields stay text; numbers and booleans are read.

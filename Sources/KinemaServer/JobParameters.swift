@@ -16,6 +16,21 @@ enum JSONValue: Decodable, Equatable {
         else { self = .object(try container.decode([String: JSONValue].self)) }
     }
 
+    /// One canonical text per value (object keys sorted, numbers as parsed), so that two bodies with the
+    /// same content hash alike whatever their key order or spacing.
+    var canonical: String {
+        switch self {
+        case .null: return "null"
+        case .bool(let value): return value ? "true" : "false"
+        case .integer(let value): return String(value)
+        case .number(let value): return value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
+        case .string(let value): return String(decoding: (try? JSONEncoder().encode(value)) ?? Data(), as: UTF8.self)
+        case .array(let values): return "[" + values.map(\.canonical).joined(separator: ",") + "]"
+        case .object(let fields):
+            return "{" + fields.keys.sorted().map { JSONValue.string($0).canonical + ":" + fields[$0]!.canonical }.joined(separator: ",") + "}"
+        }
+    }
+
     /// A JSON object body, or a 400 naming what is wrong.
     static func object(from data: Data) throws -> [String: JSONValue] {
         guard !data.isEmpty else { throw APIError(.badRequest, "invalid_json", "the request body is empty; send a JSON object") }

@@ -81,7 +81,12 @@ struct Site: Sendable {
                         "svg": "image/svg+xml", "png": "image/png", "ico": "image/x-icon", "json": "application/json",
                         "yaml": "application/yaml; charset=utf-8"]
 
-    static var webui: URL? { Bundle.module.url(forResource: "webui", withExtension: nil) }
+    /// The WebUI's folder in this build's resources, nil when it or its index.html is missing.
+    static var webui: URL? {
+        guard let folder = Bundle.module.url(forResource: "webui", withExtension: nil),
+              FileManager.default.fileExists(atPath: folder.appendingPathComponent("index.html").path) else { return nil }
+        return folder
+    }
 
     func register(on router: Router<BasicRequestContext>) {
         router.get("/") { request, _ in try staticFile("index.html", request: request) }

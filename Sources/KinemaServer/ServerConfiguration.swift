@@ -43,7 +43,7 @@ public struct ServerConfiguration: Sendable {
     /// Refuses a configuration that would expose the API without a token.
     public func validate() throws {
         guard !models.isEmpty else { throw ServerError("no model to serve: pass --model DIR") }
-        guard (1...65535).contains(port) else { throw ServerError("--port must be between 1 and 65535") }
+        guard (0...65535).contains(port) else { throw ServerError("--port must be between 0 (any free port) and 65535") }
         if !bindsLoopbackOnly && apiToken == nil && !insecure {
             throw ServerError("binding \(host) exposes the API beyond this machine: pass --api-token TOKEN "
                 + "(clients send 'Authorization: Bearer TOKEN'), or --insecure to allow anyone on the network")

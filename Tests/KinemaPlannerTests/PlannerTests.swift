@@ -86,7 +86,7 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(try MemoryBudget(parsing: "123456"), .bytes(123_456))
         XCTAssertEqual(try MemoryBudget(parsing: "auto"), .auto)
         XCTAssertGreaterThan(try MemoryBudget.auto.resolve(headroom: 1 << 20), 0)
-        for bad in ["", "lots", "-3GB", "0", "GiB", "nanGiB"] {
+        for bad in ["", "lots", "-3GB", "0", "0.5", "GiB", "nanGiB", "1e30GiB", "99999999999999TiB", "9223372036854775807"] {
             XCTAssertThrowsError(try MemoryBudget(parsing: bad), bad)
         }
     }

@@ -4,9 +4,9 @@ import XCTest
 /// Issue 5's reliability tests, with real processes: kill -9 mid-denoise, concurrent idempotent
 /// submissions, and a worker frozen past its lease.
 final class ServerReliabilityTests: ServerTestCase {
-    /// A job long enough to be caught mid-denoise (the tiny model at 128x128, 16 frames, 60 steps).
+    /// A job long enough to be caught mid-denoise (the tiny test model at 64x64, 4 frames, 30 steps: about 15 s).
     func longJob(_ image: String, seed: Int = Int.random(in: 0...1_000_000)) -> [String: Any] {
-        ["image_id": image, "prompt": "the camera slowly zooms in", "width": 128, "height": 128, "frames": 16, "steps": 60, "seed": seed]
+        ["image_id": image, "prompt": "the camera slowly zooms in", "width": 64, "height": 64, "frames": 4, "steps": 30, "seed": seed]
     }
 
     func partialFolders(_ server: ServerProcess) -> [String] {
@@ -16,7 +16,8 @@ final class ServerReliabilityTests: ServerTestCase {
     func testKillDashNineMidDenoiseThenRestartRunsTheJobAgainAndDropsItsPartialFiles() throws {
         var server = try startServer(["--lease-seconds", "3"])
         let image = try server.uploadRandomImage()
-        let submitted = try server.request("POST", "/api/v1/jobs", json: longJob(image))
+        let job = longJob(image)
+        let submitted = try server.request("POST", "/api/v1/jobs", json: job)
         XCTAssertEqual(submitted.status, 202, submitted.text)
         let id = try XCTUnwrap(submitted.json["id"] as? String)
         try server.waitForJob(id, timeout: 120, "mid-denoise") { ($0["phase"] as? String) == "denoise" && ($0["step"] as? Int ?? 0) >= 2 }
@@ -35,7 +36,8 @@ final class ServerReliabilityTests: ServerTestCase {
         XCTAssertEqual(video.headers["content-type"], "video/mp4")
         XCTAssertGreaterThan(video.body.count, 1000)
         let params = try server.request("GET", outputs["params.json"]!).json
-        XCTAssertEqual(params["seed"] as? Int, longJob(image)["seed"] as? Int ?? params["seed"] as? Int)
+        XCTAssertEqual(params["seed"] as? Int, job["seed"] as? Int)
+        XCTAssertEqual(params["steps"] as? Int, 30)
     }
 
     func testTwentyConcurrentSubmissionsWithRepeatedKeysMakeExactlyOneJobPerKey() throws {
