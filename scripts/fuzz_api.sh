@@ -135,7 +135,7 @@ check("Upload", upload.json(), "the upload answer")
 image_id = upload.json()["image_id"]
 assert (upload.json()["width"], upload.json()["height"]) == (48, 40), upload.text
 
-params = {"image_id": image_id, "prompt": "a test pattern drifting", "width": 32, "height": 32, "frames": 2, "steps": 2, "seed": 7}
+params = {"image_id": image_id, "prompt": "a test pattern drifting", "width": 64, "height": 64, "frames": 4, "steps": 12, "seed": 7}
 submit = requests.post(f"{base}/api/v1/jobs", json=params, headers={"Idempotency-Key": "fuzz-setup"}, timeout=60)
 assert submit.status_code == 202, f"submit answered {submit.status_code}: {submit.text}"
 check("JobAccepted", submit.json(), "the submit answer")

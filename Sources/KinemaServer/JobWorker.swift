@@ -98,7 +98,10 @@ final class JobWorker: Service, @unchecked Sendable {
         self.logger = logger
     }
 
+    /// How often the lease is renewed when nothing else is written.
     var heartbeatSeconds: Double { max(0.2, min(2, configuration.leaseSeconds / 4)) }
+    /// The shortest time between two progress writes.
+    static let progressInterval = 0.4
 
     func run() async throws {
         await withGracefulShutdownHandler {
@@ -141,14 +144,21 @@ final class JobWorker: Service, @unchecked Sendable {
         }
         log.info("running job \(job.id) attempt \(job.attempt): \(params.width)x\(params.height), \(params.frames) frames, \(params.steps) steps")
 
-        // Heartbeat while the generation runs: renew the lease, store progress, notice cancels and fencing.
+        // While the generation runs: store progress when it changes (at most every `progressInterval`), renew
+        // the lease at least every `heartbeatSeconds`, and notice cancels and fencing on each write.
         let heartbeat = Task {
+            var written = JobProgress()
+            var lastWrite = Date.distantPast
             while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: UInt64(heartbeatSeconds * 1e9))
+                try? await Task.sleep(nanoseconds: 100_000_000)
                 if Task.isCancelled { break }
+                let progress = control.progress
+                let since = Date().timeIntervalSince(lastWrite)
+                guard since >= heartbeatSeconds || (progress != written && since >= Self.progressInterval) else { continue }
                 do {
                     let kept = try await store.heartbeat(id: job.id, attempt: job.attempt, workerID: configuration.workerID,
-                                                        leaseSeconds: configuration.leaseSeconds, progress: control.progress)
+                                                        leaseSeconds: configuration.leaseSeconds, progress: progress)
+                    (written, lastWrite) = (progress, Date())
                     if !kept { control.request(.fenced) }
                     else if try await store.isCancelRequested(id: job.id) { control.request(.cancelled) }
                 } catch {
