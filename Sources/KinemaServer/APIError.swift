@@ -45,10 +45,14 @@ enum JSONBody {
     }
 
     static func response(_ object: Any, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        response(bytes: data(object), status: status, headers: headers)
+    }
+
+    static func response(bytes: Data, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
         var headers = headers
         headers[.contentType] = "application/json; charset=utf-8"
         headers[.cacheControl] = "no-store"
-        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(data: data(object))))
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(data: bytes)))
     }
 }
 

@@ -15,6 +15,7 @@ struct APIRoutes: Sendable {
     let timing: TimingModel
     let metrics: ServerMetrics
     let configuration: ServerConfiguration
+    let statusCache = StatusCache()
 
     static let jsonLimit = 64 * 1024
     static let idempotencyKeyLimit = 255
@@ -26,7 +27,7 @@ struct APIRoutes: Sendable {
         api.post("plan") { request, context in try await plan(request, context) }
         api.post("jobs") { request, context in try await submit(request, context) }
         api.get("jobs") { request, context in try await history(request, context) }
-        api.get("jobs/:id") { _, context in try await jobResponse(try await job(context)) }
+        api.get("jobs/:id") { _, context in try await jobStatus(context) }
         api.get("jobs/:id/events") { request, context in try await EventStream.response(for: try await job(context), request: request, routes: self) }
         api.post("jobs/:id/cancel") { _, context in try await cancel(context) }
         api.post("jobs/:id/retry") { _, context in try await retry(context) }
@@ -62,7 +63,12 @@ struct APIRoutes: Sendable {
         let fields = try JSONValue.object(from: try await body(request, limit: Self.jsonLimit))
         let params = try JobParameters.parse(fields, catalog: catalog, requireImage: false)
         let outcome = try await planner.plan(params)
-        return JSONBody.response(outcome.json(parameters: params, predictedSeconds: outcome.fits ? timing.predict(params) : nil))
+        var answer = outcome.json(parameters: params, predictedSeconds: outcome.fits ? timing.predict(outcome.effective(params)) : nil)
+        if fields["seed"] == nil || fields["seed"] == .null, var shown = answer["params"] as? [String: Any] {
+            shown["seed"] = NSNull()  // a job would draw its seed at submission
+            answer["params"] = shown
+        }
+        return JSONBody.response(answer)
     }
 
     func submit(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
@@ -148,7 +154,18 @@ struct APIRoutes: Sendable {
         ]
     }
 
-    func jobResponse(_ job: Job) async throws -> Response { JSONBody.response(jobJSON(job)) }
+    /// A job's status. Clients poll it (the WebUI, scripts, several times a second), so each answer is kept
+    /// for `StatusCache.lifetime`: a poll costs a dictionary lookup, not a query and a JSON encoding, and a
+    /// running generation keeps its CPU.
+    func jobStatus(_ context: BasicRequestContext) async throws -> Response {
+        let id = context.parameters.get("id") ?? ""
+        guard OutputStore.isValidJobID(id) else { throw APIError.notFound("job with id \(id)") }
+        if let cached = statusCache.get(id) { return JSONBody.response(bytes: cached) }
+        guard let job = try await store.get(id: id) else { throw APIError.notFound("job with id \(id)") }
+        let bytes = JSONBody.data(jobJSON(job))
+        statusCache.put(id, bytes)
+        return JSONBody.response(bytes: bytes)
+    }
 
     func history(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let query = request.uri.queryParameters
@@ -181,6 +198,7 @@ struct APIRoutes: Sendable {
     func cancel(_ context: BasicRequestContext) async throws -> Response {
         let id = try await job(context).id
         let (job, how): (Job, String)
+        defer { statusCache.remove(id) }
         switch try await store.cancel(id: id) {
         case .cancelledAtOnce(let j): (job, how) = (j, "now")
         case .willStopAtNextStep(let j): (job, how) = (j, "at_next_step")
@@ -205,6 +223,7 @@ struct APIRoutes: Sendable {
 
     func delete(_ context: BasicRequestContext) async throws -> Response {
         let id = try await job(context).id
+        defer { statusCache.remove(id) }
         guard try await store.delete(id: id) != nil else { throw APIError.notFound("job with id \(id)") }
         outputs.remove(id)
         return Response(status: .noContent)
@@ -278,6 +297,30 @@ struct APIRoutes: Sendable {
         }
         throw APIError(.unsupportedMediaType, "unsupported_media_type", "send application/json or multipart/form-data")
     }
+}
+
+/// Recently answered job statuses, by id, for a fraction of a second.
+final class StatusCache: @unchecked Sendable {
+    static let lifetime: TimeInterval = 0.25
+    private let lock = NSLock()
+    private var entries: [String: (time: Date, bytes: Data)] = [:]
+
+    func get(_ id: String) -> Data? {
+        lock.withLock {
+            guard let entry = entries[id], Date().timeIntervalSince(entry.time) < Self.lifetime else { return nil }
+            return entry.bytes
+        }
+    }
+
+    func put(_ id: String, _ bytes: Data) {
+        lock.withLock {
+            let now = Date()
+            if entries.count > 1000 { entries = entries.filter { now.timeIntervalSince($0.value.time) < Self.lifetime } }
+            entries[id] = (now, bytes)
+        }
+    }
+
+    func remove(_ id: String) { _ = lock.withLock { entries.removeValue(forKey: id) } }
 }
 
 extension ISO8601DateFormatter {

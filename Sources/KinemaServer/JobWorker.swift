@@ -221,7 +221,7 @@ final class JobWorker: Service, @unchecked Sendable {
             throw APIError(.unprocessableContent, "unknown_image", "the job's image is no longer stored")
         }
         let outcome = try await planner.plan(params)
-        guard outcome.fits, let report = outcome.report else { throw APIError(.unprocessableContent, "does_not_fit", outcome.reason ?? "no plan fits") }
+        guard outcome.fits, let report = outcome.report, let request = outcome.request else { throw APIError(.unprocessableContent, "does_not_fit", outcome.reason ?? "no plan fits") }
         guard let model = catalog.model(named: params.model) else { throw APIError(.unprocessableContent, "unknown_model", "no model \(params.model)") }
         let folderForModel = try modelFolder(model)
         let imagePath = uploads.fileURL(upload.imageID).path
@@ -229,13 +229,13 @@ final class JobWorker: Service, @unchecked Sendable {
             if control.stopReason != nil { throw GenerationStop(reason: control.stopReason!) }
             let image = try ImageLoader.load(path: imagePath)
             let video = try ImageToVideoPipeline(folder: folderForModel).generate(
-                image: image, request: report.request, plan: report.plan,
+                image: image, request: request, plan: report.plan,
                 progress: { control.record($0) }, isCancelled: { control.stopReason != nil })
             if let reason = control.stopReason { throw GenerationStop(reason: reason) }
             control.record(GenerationProgress(phase: .encodeVideo, step: 0, totalSteps: OutputStore.fileOrder.count - 1))
             for (index, name) in OutputStore.fileOrder.filter({ $0 != "params.json" }).enumerated() {
                 try VideoWriter.write(frames: video.frames, count: video.count, width: video.width, height: video.height,
-                                      fps: report.request.fps, to: folder.appendingPathComponent(name).path)
+                                      fps: request.fps, to: folder.appendingPathComponent(name).path)
                 control.record(GenerationProgress(phase: .encodeVideo, step: index + 1, totalSteps: OutputStore.fileOrder.count - 1))
             }
             control.finishPhases()

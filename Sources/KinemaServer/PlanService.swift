@@ -6,7 +6,11 @@ import KinemaPlanner
 /// What the planner says about one job's parameters.
 struct PlanOutcome: Sendable {
     var fits: Bool
+    /// The planner's answer for these sizes (shared by every job with the same sizes: only its plan,
+    /// prediction and degradations are used, never its request).
     var report: PlanReport?
+    /// The job's own request, with the degraded sizes when the plan degraded them.
+    var request: GenerationRequest?
     /// Why nothing fits, when `fits` is false.
     var reason: String?
     var budgetBytes: Int?
@@ -14,16 +18,23 @@ struct PlanOutcome: Sendable {
 
     /// The plan's knobs as the API shows them.
     var planJSON: [String: Any]? {
-        report.map { PlanDescription.json($0.plan, request: $0.request, threads: threads) }
+        guard let report, let request else { return nil }
+        return PlanDescription.json(report.plan, request: request, threads: threads)
+    }
+
+    /// The parameters as they will run: degraded sizes replace the asked ones.
+    func effective(_ parameters: JobParameters) -> JobParameters {
+        var effective = parameters
+        if let request {
+            effective.width = request.width
+            effective.height = request.height
+            effective.frames = request.frames
+        }
+        return effective
     }
 
     func json(parameters: JobParameters, predictedSeconds: Double?) -> [String: Any] {
-        var params = parameters.json
-        if let request = report?.request {  // degraded settings replace the asked ones
-            params["width"] = request.width
-            params["height"] = request.height
-            params["frames"] = request.frames
-        }
+        let params = effective(parameters).json
         return [
             "fits": fits, "plan": planJSON as Any? ?? NSNull(),
             "predicted_peak_bytes": report?.prediction.peakBytes as Any? ?? NSNull(),
@@ -76,18 +87,30 @@ final class PlanService: @unchecked Sendable {
         let request = parameters.request
         let key = [model.name, "\(request.width)x\(request.height)x\(request.frames)", "\(request.usesGuidance)",
                    "\(budget ?? -1)", "\(parameters.allowDegrade)"].joined(separator: "|")
-        if let cached = lock.withLock({ cache[key] }) { return cached }
-        let policy = workspacePolicy, threads = threads
-        let outcome: PlanOutcome = try await BlockingWork.run {
-            do {
-                let report = try Planner.choose(folder: model.folder, request: request, budget: budget,
-                                                allowDegrade: parameters.allowDegrade, workspacePolicy: policy)
-                return PlanOutcome(fits: true, report: report, reason: nil, budgetBytes: budget, threads: threads)
-            } catch let error as PlanError {
-                return PlanOutcome(fits: false, report: nil, reason: error.description, budgetBytes: budget, threads: threads)
+        var outcome: PlanOutcome
+        if let cached = lock.withLock({ cache[key] }) {
+            outcome = cached
+        } else {
+            let policy = workspacePolicy, threads = threads
+            outcome = try await BlockingWork.run {
+                do {
+                    let report = try Planner.choose(folder: model.folder, request: request, budget: budget,
+                                                    allowDegrade: parameters.allowDegrade, workspacePolicy: policy)
+                    return PlanOutcome(fits: true, report: report, reason: nil, budgetBytes: budget, threads: threads)
+                } catch let error as PlanError {
+                    return PlanOutcome(fits: false, report: nil, reason: error.description, budgetBytes: budget, threads: threads)
+                }
             }
+            lock.withLock { cache[key] = outcome }
         }
-        lock.withLock { cache[key] = outcome }
+        // The cached answer is for the sizes; the request is always this job's own.
+        if let planned = outcome.report?.request {
+            var own = request
+            own.width = planned.width
+            own.height = planned.height
+            own.frames = planned.frames
+            outcome.request = own
+        }
         return outcome
     }
 

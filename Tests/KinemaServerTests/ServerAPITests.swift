@@ -150,7 +150,9 @@ final class ServerAPITests: ServerTestCase {
     func testEventsStreamProgressThenDoneAndResumeAfterLastEventID() throws {
         let server = try startServer()
         let image = try server.uploadRandomImage()
-        let id = try XCTUnwrap(try server.request("POST", "/api/v1/jobs", json: ["image_id": image, "prompt": "tilt up", "steps": 6]).json["id"] as? String)
+        // A plan asked for first with other settings of the same size must not leak into the job.
+        XCTAssertEqual(try server.request("POST", "/api/v1/plan", json: ["prompt": "something else", "steps": 2, "seed": 1]).status, 200)
+        let id = try XCTUnwrap(try server.request("POST", "/api/v1/jobs", json: ["image_id": image, "prompt": "tilt up", "steps": 12]).json["id"] as? String)
         let stream = try server.request("GET", "/api/v1/jobs/\(id)/events", timeout: 120)
         XCTAssertEqual(stream.headers["content-type"], "text/event-stream")
         let events = stream.text.components(separatedBy: "\n\n").filter { !$0.isEmpty }.map { block -> (Int64, String) in
@@ -161,7 +163,13 @@ final class ServerAPITests: ServerTestCase {
         XCTAssertEqual(events.last?.1, "done", stream.text)
         XCTAssertEqual(events.map(\.0), events.map(\.0).sorted(), "ids only grow")
         XCTAssertEqual(Set(events.map(\.0)).count, events.count, "ids are unique")
-        XCTAssertTrue(events.contains { $0.1 == "progress" } || events.count == 1, stream.text)
+        let denoising = stream.text.components(separatedBy: "\n\n").filter { $0.contains("event: progress") && $0.contains("\"denoise\"") }
+        XCTAssertFalse(denoising.isEmpty, stream.text)
+        for block in denoising {
+            let data = try XCTUnwrap(block.split(separator: "\n").first { $0.hasPrefix("data: ") }?.dropFirst(6))
+            let progress = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any])
+            XCTAssertEqual(progress["total_steps"] as? Int, 12, "the job runs its own settings")
+        }
         let resumed = try server.request("GET", "/api/v1/jobs/\(id)/events", headers: ["Last-Event-ID": "\(events.last!.0)"])
         XCTAssertEqual(resumed.text, "", "nothing after the last event")
     }
