@@ -3,10 +3,12 @@ import Hummingbird
 import KinemaJobs
 import HTTPTypes
 import NIOCore
+import ServiceLifecycle
 
 /// `GET /api/v1/jobs/{id}/events`: server-sent events from the job store, so that any API process can
 /// serve them. Event ids are derived from the job's state (attempt, phase, step), so they only grow and
-/// `Last-Event-ID` resumes after the last event a client saw, even on another process.
+/// `Last-Event-ID` resumes after the last event a client saw, even on another process. A stream ends
+/// when the server begins a graceful shutdown (clients reconnect to the next server).
 enum EventStream {
     static let pollInterval: UInt64 = 200_000_000
     /// A stream ends after this long (clients reconnect with Last-Event-ID), so no request lives forever.
@@ -21,7 +23,7 @@ enum EventStream {
             var lastStatus: JobStatus?
             let started = Date()
             var current: Job? = job
-            while let job = current, Date().timeIntervalSince(started) < maximumSeconds {
+            while let job = current, Date().timeIntervalSince(started) < maximumSeconds, !Task.isShuttingDownGracefully {
                 for (eventID, name, payload) in events(job, routes: routes, lastStatus: lastStatus) where eventID > last {
                     try await writer.write(ByteBuffer(string: "id: \(eventID)\nevent: \(name)\ndata: \(payload)\n\n"))
                     last = eventID

@@ -104,8 +104,19 @@ final class ServerReliabilityTests: ServerTestCase {
         let image = try server.uploadRandomImage()
         let id = try XCTUnwrap(try server.request("POST", "/api/v1/jobs", json: longJob(image)).json["id"] as? String)
         try server.waitForJob(id, timeout: 120, "mid-denoise") { ($0["phase"] as? String) == "denoise" && ($0["step"] as? Int ?? 0) >= 1 }
+        // An open event stream does not hold the shutdown up.
+        let streaming = server
+        let streamEnded = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            _ = try? streaming.request("GET", "/api/v1/jobs/\(id)/events", timeout: 120)
+            streamEnded.signal()
+        }
+        Thread.sleep(forTimeInterval: 0.5)
+        let stopping = Date()
         server.kill(SIGTERM)
         server.process.waitUntilExit()
+        XCTAssertLessThan(Date().timeIntervalSince(stopping), 20, "graceful shutdown took too long")
+        XCTAssertEqual(streamEnded.wait(timeout: .now() + 10), .success, "the event stream ended with the server")
         XCTAssertTrue(server.logText.contains("went back to the queue"), server.logText)
         // Queued again at once (no waiting for the 30 s lease to lapse).
         let reader = try startServer(["--no-worker"], name: "reader")
