@@ -2,38 +2,44 @@
 """Train kinema-tiny: a small I2VGen-XL (diffusers layout by construction) on camera-motion clips.
 
 Builds I2VGenXLUNet, AutoencoderKL, CLIPTextModel and CLIPVisionModelWithProjection from diffusers'
-and transformers' own classes at small sizes (command-line options), keeps both CLIP encoders frozen
-at their random initialisation, trains the VAE first (reconstruction + small KL), fixes its
-scaling_factor to 1/std of the latents, then trains the UNet with the conditioning exactly as
-I2VGenXLPipeline builds it at inference:
-  - text: final_layer_norm(hidden_states[-2]) of the tokenized prompt (77 tokens, max_length padding);
+and transformers' own classes at small sizes (command-line options), keeps the CLIP vision encoder
+frozen at its random initialisation, trains the VAE first (reconstruction + small KL; then frozen for
+good: a resumed run never retrains it unless --retrain-vae), fixes its scaling_factor to 1/std of the
+latents and reports its held-out reconstruction PSNR (the ceiling of first-frame PSNR), then trains
+the UNet together with the text encoder (--text-lr; 0 keeps it frozen), with the conditioning exactly
+as I2VGenXLPipeline builds it at inference:
+  - text: final_layer_norm(hidden_states[-2]) of the tokenized prompt (77 tokens, max_length padding;
+    the pipeline's default clip_skip=1);
   - image embeddings: CLIP vision image_embeds of the first frame (square centre crop, bilinear
     resize to the feature extractor's size, CLIP mean/std), zeros for dropped conditioning;
-  - image latents: the VAE *sample* of frame 0 times scaling_factor, then frames k/(F-1) for k ≥ 1;
+  - image latents: a VAE *sample* of frame 0 times scaling_factor, then frames k/(F-1) for k >= 1;
   - fps: the target fps (int64);
   - v-prediction with DDIMScheduler's released config (squaredcos_cap_v2, rescale_betas_zero_snr).
 Classifier-free guidance dropout replaces the prompt by "" and the image embedding by zeros together
-(the pipeline's unconditional half), plus a little independent dropout of each.
+(the pipeline's unconditional half), plus a little independent dropout of each. --high-t draws that
+share of timesteps from [600, 1000), where the motion has to come from the prompt. The learning rate
+warms up, then follows a cosine to 10% over --max-minutes; the saved UNet and text encoder are an EMA
+of the weights (--ema).
 
-Training data comes from tools/tiny_data.py, rendered on the fly on the device (no network needed).
+Training data comes from tools/tiny_data.py, rendered on the fly on the device (no network needed;
+the photos come from the installed scikit-image / scikit-learn, or wheels given to --photo-sources).
 The tokenizer is CLIP's BPE (vocab.json + merges.txt from --tokenizer) truncated to its first
 --merges merges: the ids of the kept tokens are unchanged and the text embedding table stays small.
 
 Checkpoints are the pipeline saved with save_pretrained in fp16 (plain files, no variant), the
-tokenizer as vocab.json + merges.txt, and kinema.json; --resume loads such a folder (the optimizer
-restarts). --max-minutes ends the run cleanly (a checkpoint is also written every --save-minutes).
+tokenizer as vocab.json + merges.txt, kinema.json and training_state.json; --resume loads such a
+folder (the optimizer restarts). --max-minutes ends the run cleanly (a checkpoint is also written
+every --save-minutes). --init-only saves the random initialisation (for timing `kinema generate`
+before any GPU time).
 
-GPU run (a 10-minute device call), from the repository root, with the tokenizer copied into an
-ignored folder that travels (build-tiny/clip-tokenizer) and diffusers' wheel in build-tiny/wheels
-(the GPU image has torch, transformers, scikit-image and scikit-learn but not diffusers; the photos
-are read from the installed scikit-image/scikit-learn, or from wheels given to --photo-sources):
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site build-tiny/wheels/*.whl && export PYTHONPATH=/tmp/site
-  python3 tools/train_tiny.py --out build-tiny/kinema-tiny --tokenizer build-tiny/clip-tokenizer \
-      --max-minutes 9 --vae-minutes 2.5
-  # later runs: add --resume build-tiny/kinema-tiny --vae-minutes 0
+GPU (2026-11-30, one H200, diffusers' wheel carried in .whl/, tokenizer in .gpu/clip-tokenizer): the
+trainer was started in its own session so that one 17.5-minute run spans two 10-minute device calls:
+  setsid nohup python3 tools/train_tiny.py --out /tmp/w/kinema-tiny --tokenizer .gpu/clip-tokenizer \
+      --max-minutes 17.5 --vae-minutes 2 --save-minutes 3.2 --batch 32 --canvases 1500 &
+  # fine-tune: --resume <checkpoint> --vae-minutes 0 --max-minutes 3.3 --lr 3e-4 --text-lr 2e-3 --high-t 0.7
 CPU smoke test:
   python tools/train_tiny.py --out /tmp/kt --tokenizer /work/shared/data/clip-tokenizer --width 32 --height 32 \
-      --frames 4 --batch 1 --vae-steps 2 --unet-steps 2 --canvases 4 --device cpu
+      --frames 4 --batch 2 --vae-steps 2 --unet-steps 2 --canvases 4 --device cpu --vae-eval-images 2 --workers 1
 """
 import argparse
 import copy
@@ -83,9 +89,10 @@ def parse_args(argv=None):
     p.add_argument("--guidance", type=float, default=6.0, help="recommended guidance scale (kinema.json)")
     # sizes
     p.add_argument("--unet-channels", type=ints, default=(16, 32, 64, 128))
-    p.add_argument("--unet-attention", type=ints, default=(0, 1, 1, 1), help="1 = CrossAttn block at that level, 0 = plain")
+    p.add_argument("--unet-attention", type=ints, default=(0, 0, 1, 1), help="1 = CrossAttn block at that level, 0 = plain")
     p.add_argument("--unet-layers", type=int, default=1)
-    p.add_argument("--head-dim", type=int, default=16, help="I2VGenXLUNet attention_head_dim (the head size)")
+    p.add_argument("--head-dim", type=int, default=8, help="I2VGenXLUNet attention_head_dim: despite the name, the number of "
+                   "heads of the spatial transformers and the head size of transformer_in (8 heads); 16 doubles the CPU time")
     p.add_argument("--norm-groups", type=int, default=8)
     p.add_argument("--cross-dim", type=int, default=128, help="cross_attention_dim = text hidden size = image projection")
     p.add_argument("--vae-channels", type=ints, default=(32, 64, 64), help="4 levels: downscale 8; 3: downscale 4")
@@ -100,7 +107,7 @@ def parse_args(argv=None):
     # training
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--vae-batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=4e-4, help="peak UNet learning rate (warm-up, then cosine to 10%% over --max-minutes)")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak UNet learning rate (warm-up, then cosine to 10%% over --max-minutes)")
     p.add_argument("--text-lr", type=float, default=4e-4, help="text encoder learning rate (0: keep it frozen)")
     p.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the UNet and text encoder weights that are saved (0: none)")
