@@ -24,6 +24,7 @@ public enum MemoryBudget: Equatable, Sendable {
         guard let value = Double(number), value.isFinite else {
             throw PlanError("memory budget \"\(text)\" does not parse: write it like 6GiB, 512MiB, 1.5GB, 1000000 or auto")
         }
+        guard value > 0 else { throw PlanError("memory budget \"\(text)\" must be positive") }
         let bytes = value * scale
         guard bytes >= 1 else { throw PlanError("memory budget \"\(text)\" must be at least one byte") }
         guard bytes < 1e18 else { throw PlanError("memory budget \"\(text)\" is larger than any machine's memory") }

@@ -83,6 +83,17 @@ final class MediaTests: XCTestCase {
         }
     }
 
+    func testPNGPathWritesThePosterTheFirstFrameExactly() throws {
+        let (count, height, width) = (Int.random(in: 2...4), Int.random(in: 3...12), Int.random(in: 3...12))
+        let frames = randomFrames(count: count, height: height, width: width)
+        let path = scratch.appendingPathComponent("poster.png").path
+        try VideoWriter.write(frames: frames, count: count, width: width, height: height, fps: 8, to: path)
+        let image = try ImageLoader.load(path: path)
+        XCTAssertEqual([image.width, image.height], [width, height])
+        XCTAssertEqual(image.pixels, VideoWriter.eightBit(Array(frames[0..<(height * width * 3)])), "seed \(seed)")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.hasPrefix(".") }, [], "no staging file left")
+    }
+
     func testPathEndingInSlashWritesPNGFrames() throws {
         let frames = randomFrames(count: 2, height: 4, width: 6)
         let directory = scratch.appendingPathComponent("slash").path + "/"
@@ -253,14 +264,14 @@ final class MediaTests: XCTestCase {
         XCTAssertEqual(VideoFormat(path: "out/frames"), .pngFrames)
         XCTAssertEqual(VideoFormat(path: "out/frames.d/"), .pngFrames)
         XCTAssertNil(VideoFormat(path: "clip.avi"))
-        XCTAssertNil(VideoFormat(path: "frame.png"))
+        XCTAssertEqual(VideoFormat(path: "poster.PNG"), .poster)
         XCTAssertNil(VideoFormat(path: ""))
     }
 
     func testUnknownExtensionIsRejectedWithTheChoices() {
         XCTAssertThrowsError(try VideoWriter.write(frames: randomFrames(count: 1, height: 2, width: 2), count: 1, width: 2, height: 2,
                                                    fps: 8, to: scratch.appendingPathComponent("clip.avi").path)) { error in
-            XCTAssertTrue("\(error)".contains(".mp4, .gif, .webp or .npy"), "\(error)")
+            XCTAssertTrue("\(error)".contains(".mp4, .gif, .webp, .npy or .png (the first frame)"), "\(error)")
         }
     }
 
