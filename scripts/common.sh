@@ -43,3 +43,17 @@ kinema_select_blas_kernels() {
         export OPENBLAS_CORETYPE=Haswell
     fi
 }
+
+# The random-weight test pipeline copied to DEST with a kinema.json whose recommended settings (FRAMES
+# frames, 64x64, 4 steps, no guidance) and ranges (32-256 px, 2-16 frames, 2-50 steps) suit a quick
+# CPU run. Used by the API fuzzer and the browser test.
+kinema_make_test_model() {
+    local dest=$1 frames=${2:-4}
+    cp -R Tests/KinemaPipelineTests/Fixtures/pipelines/tiny_no_guidance "$dest"
+    rm -f "$dest/reference.safetensors"
+    cat > "$dest/kinema.json" <<JSON
+{"width": 64, "height": 64, "frames": $frames, "fps": 8, "steps": 4, "guidance": 1,
+ "ranges": {"width": {"min": 32, "max": 256, "step": 8}, "height": {"min": 32, "max": 256, "step": 8},
+            "frames": {"min": 2, "max": 16, "step": 1}, "steps": {"min": 2, "max": 50, "step": 1}}}
+JSON
+}

@@ -17,6 +17,7 @@
 # FUZZ_SEED (schemathesis seed), FUZZ_VENV (default .venv-fuzz), FUZZ_KEEP=1 keeps the temp dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh
 
 KINEMA_BIN=${KINEMA_BIN:-.build/debug/kinema}
 VENV=${FUZZ_VENV:-.venv-fuzz}
@@ -60,13 +61,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-cp -R "$FIXTURE" "$work/model"
-rm -f "$work/model/reference.safetensors"
-cat > "$work/model/kinema.json" <<'JSON'
-{"width": 64, "height": 64, "frames": 4, "fps": 8, "steps": 4, "guidance": 1,
- "ranges": {"width": {"min": 32, "max": 256, "step": 8}, "height": {"min": 32, "max": 256, "step": 8},
-            "frames": {"min": 2, "max": 16, "step": 1}, "steps": {"min": 2, "max": 50, "step": 1}}}
-JSON
+kinema_make_test_model "$work/model" 4
 data="$work/data"
 
 # Starts the server on a free port and sets $base. (`--port 0` would be simpler, but the

@@ -7,14 +7,8 @@ import NIOCore
 
 /// The handlers of `/api/v1`, as API.md describes them.
 struct APIRoutes: Sendable {
-    let store: any JobStore
-    let catalog: ModelCatalog
-    let uploads: UploadStore
-    let outputs: OutputStore
-    let planner: PlanService
-    let timing: TimingModel
-    let metrics: ServerMetrics
-    let configuration: ServerConfiguration
+    /// What the server is made of, shared with the worker.
+    let parts: ServerParts
     let statusCache = StatusCache()
 
     static let jsonLimit = 64 * 1024
@@ -47,23 +41,23 @@ struct APIRoutes: Sendable {
     }
 
     func storeImage(_ data: Data) async throws -> UploadStore.Upload {
-        let uploads = uploads
+        let uploads = parts.uploads
         return try await BlockingWork.run { try uploads.store(data) }
     }
 
     func uploadedImage(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let id = context.parameters.get("image_id") ?? ""
-        guard let upload = try uploads.find(id) else { throw APIError.notFound("upload with id \(id)") }
-        return try FileResponse.make(uploads.fileURL(id), contentType: upload.contentType, request: request)
+        guard let upload = try parts.uploads.find(id) else { throw APIError.notFound("upload with id \(id)") }
+        return try FileResponse.make(parts.uploads.fileURL(id), contentType: upload.contentType, request: request)
     }
 
     // MARK: Plan and submit
 
     func plan(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let fields = try JSONValue.object(from: try await body(request, limit: Self.jsonLimit))
-        let params = try JobParameters.parse(fields, catalog: catalog, requireImage: false)
-        let outcome = try await planner.plan(params)
-        var answer = outcome.json(parameters: params, predictedSeconds: outcome.fits ? timing.predict(outcome.effective(params)) : nil)
+        let params = try JobParameters.parse(fields, catalog: parts.catalog, requireImage: false)
+        let outcome = try await parts.planner.plan(params)
+        var answer = outcome.json(parameters: params, predictedSeconds: outcome.fits ? parts.timing.predict(outcome.effective(params)) : nil)
         if fields["seed"] == nil || fields["seed"] == .null, var shown = answer["params"] as? [String: Any] {
             shown["seed"] = NSNull()  // a job would draw its seed at submission
             answer["params"] = shown
@@ -76,7 +70,7 @@ struct APIRoutes: Sendable {
         if let key, key.isEmpty || key.count > Self.idempotencyKeyLimit {
             throw APIError(.badRequest, "invalid_header", "Idempotency-Key must be 1 to \(Self.idempotencyKeyLimit) characters", field: "Idempotency-Key")
         }
-        let raw = try await body(request, limit: configuration.uploadLimitBytes + 1 << 20)
+        let raw = try await body(request, limit: parts.configuration.uploadLimitBytes + 1 << 20)
         var (fields, image) = try readForm(raw, contentType: request.headers[.contentType], allowJSON: true)
         // Idempotency compares content, not bytes: key order, spacing and multipart framing do not matter.
         let hash = key.map { _ in SHA256.hex(Data((JSONValue.object(fields).canonical + (image.map { SHA256.hex($0) } ?? "")).utf8)) }
@@ -86,18 +80,18 @@ struct APIRoutes: Sendable {
             }
             fields["image_id"] = .string(try await storeImage(image).imageID)
         }
-        let params = try JobParameters.parse(fields, catalog: catalog, requireImage: true)
-        guard try uploads.find(params.imageID!) != nil else {
+        let params = try JobParameters.parse(fields, catalog: parts.catalog, requireImage: true)
+        guard try parts.uploads.find(params.imageID!) != nil else {
             throw APIError(.notFound, "unknown_image", "no uploaded image has id \(params.imageID!); upload it to /api/v1/uploads first", field: "image_id")
         }
-        let outcome = try await planner.plan(params)
+        let outcome = try await parts.planner.plan(params)
         guard outcome.fits else {
             throw APIError(.unprocessableContent, "does_not_fit", outcome.reason ?? "no plan fits the memory budget", field: "memory_budget")
         }
         let record = JobRecord(params: params, plan: outcome.planJSON)
-        switch try await store.submit(params: record.encoded(), seed: params.seed, idempotencyKey: key, requestHash: hash) {
+        switch try await parts.store.submit(params: record.encoded(), seed: params.seed, idempotencyKey: key, requestHash: hash) {
         case .created(let job):
-            metrics.jobsSubmitted.increment()
+            parts.metrics.jobsSubmitted.increment()
             return accepted(job)
         case .replayed(let job):
             return accepted(job)
@@ -125,7 +119,7 @@ struct APIRoutes: Sendable {
 
     func job(_ context: BasicRequestContext) async throws -> Job {
         let id = context.parameters.get("id") ?? ""
-        guard OutputStore.isValidJobID(id), let job = try await store.get(id: id) else { throw APIError.notFound("job with id \(id)") }
+        guard OutputStore.isValidJobID(id), let job = try await parts.store.get(id: id) else { throw APIError.notFound("job with id \(id)") }
         return job
     }
 
@@ -133,7 +127,7 @@ struct APIRoutes: Sendable {
         let record = JobRecord.decode(job.params)
         var outputs: [String: String] = [:]
         if job.status == .succeeded {
-            for name in OutputStore.fileOrder where self.outputs.file(job.id, name) != nil { outputs[name] = "/api/v1/jobs/\(job.id)/\(name)" }
+            for name in OutputStore.fileOrder where parts.outputs.file(job.id, name) != nil { outputs[name] = "/api/v1/jobs/\(job.id)/\(name)" }
         }
         var params = record?.params.json ?? [:]
         params["seed"] = job.seed
@@ -161,7 +155,7 @@ struct APIRoutes: Sendable {
         let id = context.parameters.get("id") ?? ""
         guard OutputStore.isValidJobID(id) else { throw APIError.notFound("job with id \(id)") }
         if let cached = statusCache.get(id) { return JSONBody.response(bytes: cached) }
-        guard let job = try await store.get(id: id) else { throw APIError.notFound("job with id \(id)") }
+        guard let job = try await parts.store.get(id: id) else { throw APIError.notFound("job with id \(id)") }
         let bytes = JSONBody.data(jobJSON(job))
         statusCache.put(id, bytes)
         return JSONBody.response(bytes: bytes)
@@ -189,7 +183,7 @@ struct APIRoutes: Sendable {
         }
         let cursor = query.get("cursor").flatMap { $0.isEmpty ? nil : $0 }
         let page: JobPage
-        do { page = try await store.list(status: status, cursor: cursor, limit: limit) } catch JobStoreError.invalidCursor {
+        do { page = try await parts.store.list(status: status, cursor: cursor, limit: limit) } catch JobStoreError.invalidCursor {
             throw APIError(.badRequest, "invalid_cursor", "this cursor was not handed out by this server", field: "cursor")
         }
         return JSONBody.response(["jobs": page.jobs.map(jobJSON), "next_cursor": page.nextCursor as Any? ?? NSNull()])
@@ -199,7 +193,7 @@ struct APIRoutes: Sendable {
         let id = try await job(context).id
         let (job, how): (Job, String)
         defer { statusCache.remove(id) }
-        switch try await store.cancel(id: id) {
+        switch try await parts.store.cancel(id: id) {
         case .cancelledAtOnce(let j): (job, how) = (j, "now")
         case .willStopAtNextStep(let j): (job, how) = (j, "at_next_step")
         case .alreadyFinished(let j): (job, how) = (j, "already_finished")
@@ -210,9 +204,9 @@ struct APIRoutes: Sendable {
 
     func retry(_ context: BasicRequestContext) async throws -> Response {
         let id = try await job(context).id
-        switch try await store.retry(id: id) {
+        switch try await parts.store.retry(id: id) {
         case .created(let job):
-            metrics.jobsSubmitted.increment()
+            parts.metrics.jobsSubmitted.increment()
             return accepted(job, extra: ["retry_of": id])
         case .notFinished(let job):
             throw APIError(.conflict, "not_finished", "job \(id) is \(job.status.rawValue); only a finished job can be retried")
@@ -224,8 +218,8 @@ struct APIRoutes: Sendable {
     func delete(_ context: BasicRequestContext) async throws -> Response {
         let id = try await job(context).id
         defer { statusCache.remove(id) }
-        guard try await store.delete(id: id) != nil else { throw APIError.notFound("job with id \(id)") }
-        outputs.remove(id)
+        guard try await parts.store.delete(id: id) != nil else { throw APIError.notFound("job with id \(id)") }
+        parts.outputs.remove(id)
         return Response(status: .noContent)
     }
 
@@ -235,7 +229,7 @@ struct APIRoutes: Sendable {
         guard let type = OutputStore.files[name] else {
             throw APIError.notFound("output named \(name); the outputs are \(OutputStore.fileOrder.joined(separator: ", "))")
         }
-        guard job.status == .succeeded, let url = outputs.file(job.id, name) else {
+        guard job.status == .succeeded, let url = parts.outputs.file(job.id, name) else {
             throw APIError(.notFound, "not_found", "job \(job.id) has no \(name) (it is \(job.status.rawValue))")
         }
         return try FileResponse.make(url, contentType: type, request: request)
@@ -245,16 +239,16 @@ struct APIRoutes: Sendable {
 
     func capabilities() -> [String: Any] {
         [
-            "version": KinemaServer.version, "default_model": catalog.defaultModel?.name as Any? ?? NSNull(),
-            "models": catalog.models.map { model -> [String: Any] in
+            "version": KinemaServer.version, "default_model": parts.catalog.defaultModel?.name as Any? ?? NSNull(),
+            "models": parts.catalog.models.map { model -> [String: Any] in
                 ["name": model.name, "recommended": model.recommended.json, "ranges": model.ranges.json,
-                 "presets": catalog.presets(for: model).map(\.name)]
+                 "presets": parts.catalog.presets(for: model).map(\.name)]
             },
-            "presets": catalog.defaultModel.map { catalog.presets(for: $0).map(\.json) } ?? [],
-            "ranges": catalog.defaultModel?.ranges.json ?? ParameterRanges(model: ModelSettings()).json,
-            "device": ["kind": "cpu", "threads": planner.threads, "memory_bytes": Int(ProcessInfo.processInfo.physicalMemory)],
-            "memory_budget": configuration.memoryBudget as Any? ?? NSNull(),
-            "upload_limit_bytes": configuration.uploadLimitBytes, "queue_limit": configuration.queueLimit,
+            "presets": parts.catalog.defaultModel.map { parts.catalog.presets(for: $0).map(\.json) } ?? [],
+            "ranges": parts.catalog.defaultModel?.ranges.json ?? ParameterRanges(model: ModelSettings()).json,
+            "device": ["kind": "cpu", "threads": parts.planner.threads, "memory_bytes": Int(ProcessInfo.processInfo.physicalMemory)],
+            "memory_budget": parts.configuration.memoryBudget as Any? ?? NSNull(),
+            "upload_limit_bytes": parts.configuration.uploadLimitBytes, "queue_limit": parts.configuration.queueLimit,
         ]
     }
 
@@ -272,7 +266,7 @@ struct APIRoutes: Sendable {
 
     /// The fields and image of a request: multipart (field `file` + form fields), a raw image body, or JSON.
     func readForm(_ request: Request, allowJSON: Bool) async throws -> ([String: JSONValue], Data?) {
-        let raw = try await body(request, limit: configuration.uploadLimitBytes + 1 << 20)
+        let raw = try await body(request, limit: parts.configuration.uploadLimitBytes + 1 << 20)
         return try readForm(raw, contentType: request.headers[.contentType], allowJSON: allowJSON)
     }
 
@@ -290,8 +284,8 @@ struct APIRoutes: Sendable {
             return (try JSONValue.object(from: raw), nil)
         }
         if !allowJSON {
-            if raw.count > configuration.uploadLimitBytes {
-                throw APIError(.contentTooLarge, "too_large", "the upload is \(raw.count) bytes; the limit is \(configuration.uploadLimitBytes)")
+            if raw.count > parts.configuration.uploadLimitBytes {
+                throw APIError(.contentTooLarge, "too_large", "the upload is \(raw.count) bytes; the limit is \(parts.configuration.uploadLimitBytes)")
             }
             return ([:], raw)
         }

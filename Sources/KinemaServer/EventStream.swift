@@ -16,7 +16,7 @@ enum EventStream {
 
     static func response(for job: Job, request: Request, routes: APIRoutes) async throws -> Response {
         let lastSeen = (request.headers[HTTPTypes.HTTPField.Name("Last-Event-ID")!]).flatMap { Int64($0) } ?? -1
-        let store = routes.store, id = job.id
+        let store = routes.parts.store, id = job.id
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-store", HTTPTypes.HTTPField.Name("X-Accel-Buffering")!: "no"]
         let body = ResponseBody { writer in
             var last = lastSeen

@@ -69,14 +69,7 @@ final class RunControl: @unchecked Sendable {
 /// heartbeating its lease and progress meanwhile. On graceful shutdown the running job stops at the next
 /// step boundary and goes back to the queue.
 final class JobWorker: Service, @unchecked Sendable {
-    let store: any JobStore
-    let catalog: ModelCatalog
-    let uploads: UploadStore
-    let outputs: OutputStore
-    let planner: PlanService
-    let timing: TimingModel
-    let metrics: ServerMetrics
-    let configuration: ServerConfiguration
+    let parts: ServerParts
     let logger: Logger
     let backend: CPUBackend
     private let lock = NSLock()
@@ -84,22 +77,14 @@ final class JobWorker: Service, @unchecked Sendable {
     private var stopping = false
     private var folders: [String: ModelFolder] = [:]
 
-    init(store: any JobStore, catalog: ModelCatalog, uploads: UploadStore, outputs: OutputStore, planner: PlanService,
-         timing: TimingModel, metrics: ServerMetrics, configuration: ServerConfiguration, backend: CPUBackend, logger: Logger) {
-        self.store = store
-        self.catalog = catalog
-        self.uploads = uploads
-        self.outputs = outputs
-        self.planner = planner
-        self.timing = timing
-        self.metrics = metrics
-        self.configuration = configuration
+    init(parts: ServerParts, backend: CPUBackend, logger: Logger) {
+        self.parts = parts
         self.backend = backend
         self.logger = logger
     }
 
     /// How often the lease is renewed when nothing else is written.
-    var heartbeatSeconds: Double { max(0.2, min(2, configuration.leaseSeconds / 4)) }
+    var heartbeatSeconds: Double { max(0.2, min(2, parts.configuration.leaseSeconds / 4)) }
     /// The shortest time between two progress writes.
     static let progressInterval = 0.4
 
@@ -107,7 +92,7 @@ final class JobWorker: Service, @unchecked Sendable {
         await withGracefulShutdownHandler {
             while !lock.withLock({ stopping }) {
                 do {
-                    if let job = try await store.claim(workerID: configuration.workerID, leaseSeconds: configuration.leaseSeconds) {
+                    if let job = try await parts.store.claim(workerID: parts.configuration.workerID, leaseSeconds: parts.configuration.leaseSeconds) {
                         await runJob(job)
                         continue
                     }
@@ -128,18 +113,18 @@ final class JobWorker: Service, @unchecked Sendable {
     private func runJob(_ job: Job) async {
         let log = logger.with(job: job.id)
         guard let record = JobRecord.decode(job.params) else {
-            _ = try? await store.complete(id: job.id, attempt: job.attempt, outcome: .failed(error: "the job's stored parameters are unreadable"))
+            _ = try? await parts.store.complete(id: job.id, attempt: job.attempt, outcome: .failed(error: "the job's stored parameters are unreadable"))
             return
         }
         let params = record.params
-        let control = RunControl(expected: timing.expectedPhases(params))
+        let control = RunControl(expected: parts.timing.expectedPhases(params))
         lock.withLock {
             current = control
             if stopping { control.request(.shutdown) }
         }
-        metrics.running.set(Double(1))
+        parts.metrics.running.set(Double(1))
         defer {
-            metrics.running.set(Double(0))
+            parts.metrics.running.set(Double(0))
             lock.withLock { current = nil }
         }
         log.info("running job \(job.id) attempt \(job.attempt): \(params.width)x\(params.height), \(params.frames) frames, \(params.steps) steps")
@@ -156,11 +141,11 @@ final class JobWorker: Service, @unchecked Sendable {
                 let since = Date().timeIntervalSince(lastWrite)
                 guard since >= heartbeatSeconds || (progress != written && since >= Self.progressInterval) else { continue }
                 do {
-                    let kept = try await store.heartbeat(id: job.id, attempt: job.attempt, workerID: configuration.workerID,
-                                                        leaseSeconds: configuration.leaseSeconds, progress: progress)
+                    let kept = try await parts.store.heartbeat(id: job.id, attempt: job.attempt, workerID: parts.configuration.workerID,
+                                                        leaseSeconds: parts.configuration.leaseSeconds, progress: progress)
                     (written, lastWrite) = (progress, Date())
                     if !kept { control.request(.fenced) }
-                    else if try await store.isCancelRequested(id: job.id) { control.request(.cancelled) }
+                    else if try await parts.store.isCancelRequested(id: job.id) { control.request(.cancelled) }
                 } catch {
                     log.warning("heartbeat failed: \(error)")
                 }
@@ -168,7 +153,7 @@ final class JobWorker: Service, @unchecked Sendable {
         }
         let partial: URL
         do {
-            partial = try outputs.prepare(job.id, attempt: job.attempt)
+            partial = try parts.outputs.prepare(job.id, attempt: job.attempt)
             try await generate(job: job, params: params, into: partial, control: control)
         } catch {
             heartbeat.cancel()
@@ -178,15 +163,15 @@ final class JobWorker: Service, @unchecked Sendable {
         heartbeat.cancel()
         // Outputs go into place only while this attempt still holds the job.
         do {
-            let stillHeld = try await store.heartbeat(id: job.id, attempt: job.attempt, workerID: configuration.workerID,
-                                                      leaseSeconds: configuration.leaseSeconds,
+            let stillHeld = try await parts.store.heartbeat(id: job.id, attempt: job.attempt, workerID: parts.configuration.workerID,
+                                                      leaseSeconds: parts.configuration.leaseSeconds,
                                                       progress: JobProgress(phase: .encodeVideo, step: 1, totalSteps: 1, progress: 1, etaSeconds: 0))
             guard stillHeld else { throw GenerationStop.fenced }
-            try outputs.publish(partial, id: job.id)
-            if try await store.complete(id: job.id, attempt: job.attempt, outcome: .succeeded) {
-                timing.record(params, phaseSeconds: control.secondsByPhase)
-                metrics.generationSeconds.record(Date().timeIntervalSince(control.start))
-                metrics.jobFinished("succeeded")
+            try parts.outputs.publish(partial, id: job.id)
+            if try await parts.store.complete(id: job.id, attempt: job.attempt, outcome: .succeeded) {
+                parts.timing.record(params, phaseSeconds: control.secondsByPhase)
+                parts.metrics.generationSeconds.record(Date().timeIntervalSince(control.start))
+                parts.metrics.jobFinished("succeeded")
                 log.info("job \(job.id) succeeded in \(String(format: "%.1f", Date().timeIntervalSince(control.start))) s")
             }
         } catch {
@@ -196,20 +181,20 @@ final class JobWorker: Service, @unchecked Sendable {
 
     /// Ends a run that did not succeed, by why it stopped.
     private func finish(_ job: Job, error: Error, control: RunControl, log: Logger) async {
-        outputs.removePartials(of: job.id, attempt: job.attempt)
+        parts.outputs.removePartials(of: job.id, attempt: job.attempt)
         let reason: RunControl.Stop? = (error as? GenerationStop).map { $0.reason } ?? (error as? GenerationError == .cancelled ? control.stopReason : nil)
         switch reason {
         case .fenced?:
             log.warning("job \(job.id) attempt \(job.attempt): another worker holds the job now (or it was deleted); stopped without writing outputs")
         case .shutdown?:
-            let released = (try? await store.release(id: job.id, attempt: job.attempt)) ?? false
+            let released = (try? await parts.store.release(id: job.id, attempt: job.attempt)) ?? false
             log.info("job \(job.id) \(released ? "went back to the queue" : "was left as it is") at shutdown")
         case .cancelled?:
-            if (try? await store.complete(id: job.id, attempt: job.attempt, outcome: .cancelled)) == true { metrics.jobFinished("cancelled") }
+            if (try? await parts.store.complete(id: job.id, attempt: job.attempt, outcome: .cancelled)) == true { parts.metrics.jobFinished("cancelled") }
             log.info("job \(job.id) cancelled")
         case nil:
             let message = (error as? APIError)?.message ?? "\(error)"
-            if (try? await store.complete(id: job.id, attempt: job.attempt, outcome: .failed(error: message))) == true { metrics.jobFinished("failed") }
+            if (try? await parts.store.complete(id: job.id, attempt: job.attempt, outcome: .failed(error: message))) == true { parts.metrics.jobFinished("failed") }
             log.error("job \(job.id) failed: \(message)")
         }
     }
@@ -217,14 +202,14 @@ final class JobWorker: Service, @unchecked Sendable {
     /// Loads the image, plans within the budget, runs the pipeline and writes every output into `folder`.
     private func generate(job: Job, params: JobParameters, into folder: URL, control: RunControl) async throws {
         try Self.writeParams(params, seed: job.seed, to: folder.appendingPathComponent("params.json"))
-        guard let imageID = params.imageID, let upload = try uploads.find(imageID) else {
+        guard let imageID = params.imageID, let upload = try parts.uploads.find(imageID) else {
             throw APIError(.unprocessableContent, "unknown_image", "the job's image is no longer stored")
         }
-        let outcome = try await planner.plan(params)
+        let outcome = try await parts.planner.plan(params)
         guard outcome.fits, let report = outcome.report, let request = outcome.request else { throw APIError(.unprocessableContent, "does_not_fit", outcome.reason ?? "no plan fits") }
-        guard let model = catalog.model(named: params.model) else { throw APIError(.unprocessableContent, "unknown_model", "no model \(params.model)") }
+        guard let model = parts.catalog.model(named: params.model) else { throw APIError(.unprocessableContent, "unknown_model", "no model \(params.model)") }
         let folderForModel = try modelFolder(model)
-        let imagePath = uploads.fileURL(upload.imageID).path
+        let imagePath = parts.uploads.fileURL(upload.imageID).path
         try await BlockingWork.run {
             if control.stopReason != nil { throw GenerationStop(reason: control.stopReason!) }
             let image = try ImageLoader.load(path: imagePath)

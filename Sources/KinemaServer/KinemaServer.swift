@@ -28,8 +28,9 @@ public enum KinemaServer {
                                       workspacePolicy: backend.workspacePolicy, threads: backend.threads)
         let timing = TimingModel(dataDirectory: data)
         let metrics = ServerMetrics()
-        let routes = APIRoutes(store: store, catalog: catalog, uploads: uploads, outputs: outputs, planner: planner,
-                               timing: timing, metrics: metrics, configuration: configuration)
+        let parts = ServerParts(store: store, catalog: catalog, uploads: uploads, outputs: outputs, planner: planner,
+                                timing: timing, metrics: metrics, configuration: configuration)
+        let routes = APIRoutes(parts: parts)
 
         let router = Router()
         router.add(middleware: ErrorMiddleware())
@@ -40,8 +41,7 @@ public enum KinemaServer {
 
         var services: [any Service] = []
         if configuration.runsWorker {
-            services.append(JobWorker(store: store, catalog: catalog, uploads: uploads, outputs: outputs, planner: planner, timing: timing,
-                                      metrics: metrics, configuration: configuration, backend: backend, logger: logger))
+            services.append(JobWorker(parts: parts, backend: backend, logger: logger))
         }
         let host = configuration.host, port = configuration.port
         let app = Application(
@@ -98,9 +98,9 @@ struct Site: Sendable {
         router.get("healthz") { _, _ in JSONBody.response(["status": "ok"]) }
         router.get("readyz") { _, _ in await readiness() }
         router.get("metrics") { _, _ in
-            if let depth = try? await routes.store.queueDepth() { routes.metrics.queueDepth.set(Double(depth)) }
+            if let depth = try? await routes.parts.store.queueDepth() { routes.parts.metrics.queueDepth.set(Double(depth)) }
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                            body: ResponseBody(byteBuffer: ByteBuffer(string: routes.metrics.text())))
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: routes.parts.metrics.text())))
         }
     }
 
@@ -118,9 +118,9 @@ struct Site: Sendable {
     /// Ready when the store answers, ffmpeg is installed and every model folder is readable.
     func readiness() async -> Response {
         var checks: [String: Any] = [:]
-        do { _ = try await routes.store.queueDepth(); checks["store"] = "ok" } catch { checks["store"] = "\(error)" }
+        do { _ = try await routes.parts.store.queueDepth(); checks["store"] = "ok" } catch { checks["store"] = "\(error)" }
         do { _ = try FFmpeg.executable(); checks["ffmpeg"] = "ok" } catch { checks["ffmpeg"] = "\(error)" }
-        for model in routes.catalog.models {
+        for model in routes.parts.catalog.models {
             let index = (model.folder as NSString).appendingPathComponent("model_index.json")
             checks["model:\(model.name)"] = FileManager.default.isReadableFile(atPath: index) ? "ok" : "cannot read \(index)"
         }

@@ -1,4 +1,5 @@
 import Foundation
+import KinemaJobs
 
 /// Everything `kinema serve` is told on its command line.
 public struct ServerConfiguration: Sendable {
@@ -75,4 +76,16 @@ public struct ServedModel: Sendable, Equatable {
 public struct ServerError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// The pieces of a running server that the API routes and the worker share.
+struct ServerParts: Sendable {
+    let store: any JobStore
+    let catalog: ModelCatalog
+    let uploads: UploadStore
+    let outputs: OutputStore
+    let planner: PlanService
+    let timing: TimingModel
+    let metrics: ServerMetrics
+    let configuration: ServerConfiguration
 }

@@ -14,29 +14,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
+source scripts/common.sh
 
 kinema_bin=${KINEMA_BIN:-.build/release/kinema}
 screenshot_dir=${SCREENSHOT_DIR:-/tmp}
 timeout=${WEBUI_TIMEOUT:-600}
-fixture=Tests/KinemaPipelineTests/Fixtures/pipelines/tiny_no_guidance
 
 if [ ! -x "$kinema_bin" ]; then
     echo "error: no kinema executable at $kinema_bin; build it (swift build -c release --product kinema) or set KINEMA_BIN" >&2
     exit 1
 fi
 
-# Chromium and its driver from Debian, as scripts/common.sh installs packages.
-missing=()
-for package in chromium chromium-driver; do
-    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "Installing ${missing[*]} ..."
-    sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# Chromium and its driver from Debian.
+kinema_install_system_packages "chromium chromium-driver"
 
 # Selenium in its own virtual environment.
 venv=$root/.venv-browser
@@ -61,13 +51,7 @@ trap cleanup EXIT INT TERM
 # The tiny random-weight model with a kinema.json whose recommended settings and ranges suit a quick
 # CPU run: the test picks "recommended", then sets a small non-square size through the sliders.
 model=$work/model
-cp -R "$fixture" "$model"
-rm -f "$model/reference.safetensors"
-cat > "$model/kinema.json" <<'JSON'
-{"width": 64, "height": 64, "frames": 8, "fps": 8, "steps": 4, "guidance": 1,
- "ranges": {"width": {"min": 32, "max": 256, "step": 8}, "height": {"min": 32, "max": 256, "step": 8},
-            "frames": {"min": 2, "max": 16, "step": 1}, "steps": {"min": 2, "max": 50, "step": 1}}}
-JSON
+kinema_make_test_model "$model" 8
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 echo "Starting $kinema_bin serve on 127.0.0.1:$port ..."
