@@ -153,12 +153,19 @@ struct APIRoutes: Sendable {
     /// running generation keeps its CPU.
     func jobStatus(_ context: BasicRequestContext) async throws -> Response {
         let id = context.parameters.get("id") ?? ""
-        guard OutputStore.isValidJobID(id) else { throw APIError.notFound("job with id \(id)") }
-        if let cached = statusCache.get(id) { return JSONBody.response(bytes: cached) }
-        guard let job = try await parts.store.get(id: id) else { throw APIError.notFound("job with id \(id)") }
-        let bytes = JSONBody.data(jobJSON(job))
-        statusCache.put(id, bytes)
-        return JSONBody.response(bytes: bytes)
+        guard let recent = try await recentJob(id) else { throw APIError.notFound("job with id \(id)") }
+        return JSONBody.response(bytes: recent.bytes)
+    }
+
+    /// The job as read at most `StatusCache.lifetime` ago, with its JSON answer; nil when there is none.
+    /// Status polls and event streams share it, so any number of watchers cost a few queries a second.
+    func recentJob(_ id: String) async throws -> (job: Job, bytes: Data)? {
+        guard OutputStore.isValidJobID(id) else { return nil }
+        if let cached = statusCache.get(id) { return cached }
+        guard let job = try await parts.store.get(id: id) else { return nil }
+        let entry = (job: job, bytes: JSONBody.data(jobJSON(job)))
+        statusCache.put(id, entry)
+        return entry
     }
 
     func history(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
@@ -293,24 +300,24 @@ struct APIRoutes: Sendable {
     }
 }
 
-/// Recently answered job statuses, by id, for a fraction of a second.
+/// Recently read jobs and their status answers, by id, for a fraction of a second.
 final class StatusCache: @unchecked Sendable {
     static let lifetime: TimeInterval = 0.25
     private let lock = NSLock()
-    private var entries: [String: (time: Date, bytes: Data)] = [:]
+    private var entries: [String: (time: Date, job: Job, bytes: Data)] = [:]
 
-    func get(_ id: String) -> Data? {
+    func get(_ id: String) -> (job: Job, bytes: Data)? {
         lock.withLock {
             guard let entry = entries[id], Date().timeIntervalSince(entry.time) < Self.lifetime else { return nil }
-            return entry.bytes
+            return (entry.job, entry.bytes)
         }
     }
 
-    func put(_ id: String, _ bytes: Data) {
+    func put(_ id: String, _ entry: (job: Job, bytes: Data)) {
         lock.withLock {
             let now = Date()
             if entries.count > 1000 { entries = entries.filter { now.timeIntervalSince($0.value.time) < Self.lifetime } }
-            entries[id] = (now, bytes)
+            entries[id] = (now, entry.job, entry.bytes)
         }
     }
 

@@ -16,7 +16,7 @@ enum EventStream {
 
     static func response(for job: Job, request: Request, routes: APIRoutes) async throws -> Response {
         let lastSeen = (request.headers[HTTPTypes.HTTPField.Name("Last-Event-ID")!]).flatMap { Int64($0) } ?? -1
-        let store = routes.parts.store, id = job.id
+        let id = job.id
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-store", HTTPTypes.HTTPField.Name("X-Accel-Buffering")!: "no"]
         let body = ResponseBody { writer in
             var last = lastSeen
@@ -31,7 +31,7 @@ enum EventStream {
                 lastStatus = job.status
                 if job.status.isFinished { break }
                 try await Task.sleep(nanoseconds: pollInterval)
-                current = try await store.get(id: id)
+                current = try await routes.recentJob(id)?.job
                 if current == nil {
                     let gone = String(decoding: JSONBody.data(APIError.notFound("job with id \(id) (it was deleted)").body), as: UTF8.self)
                     try await writer.write(ByteBuffer(string: "id: \(Int64.max)\nevent: error\ndata: \(gone)\n\n"))
