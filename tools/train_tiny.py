@@ -50,6 +50,7 @@ import shutil
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -108,10 +109,16 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--vae-batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4, help="peak UNet learning rate (warm-up, then cosine to 10%% over --max-minutes)")
-    p.add_argument("--text-lr", type=float, default=4e-4, help="text encoder learning rate (0: keep it frozen)")
+    p.add_argument("--text-lr", type=float, default=0.0, help="text encoder learning rate with the UNet (0: frozen, "
+                   "its prompt embeddings computed once)")
+    p.add_argument("--text-pretrain-steps", type=int, default=600, help="steps teaching the text encoder to name each "
+                   "prompt's motion and speed in every token from the prompt's end on, before the UNet phase (0: none)")
+    p.add_argument("--text-pretrain-lr", type=float, default=2e-3)
+    p.add_argument("--motion-weights", default="orbit_left=0,orbit_right=0,static=0.5",
+                   help="sampling weight per motion (name=weight, comma-separated; others 1)")
     p.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the UNet and text encoder weights that are saved (0: none)")
-    p.add_argument("--high-t", type=float, default=0.3, help="share of timesteps drawn from [600, 1000), where the motion is decided")
+    p.add_argument("--high-t", type=float, default=0.5, help="share of timesteps drawn from [600, 1000), where the motion is decided")
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--kl-weight", type=float, default=1e-6)
     p.add_argument("--vae-minutes", type=float, default=2.5, help="VAE phase budget (0 skips it)")
@@ -277,6 +284,129 @@ def image_latents_from(first_latent, frames):
 
 # ----------------------------------------------------------------------------- training phases
 
+def motion_weights(text):
+    weights = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, value = item.split("=")
+        if name not in tiny_data.MOTIONS:
+            raise SystemExit(f"--motion-weights: unknown motion {name!r} (known: {', '.join(tiny_data.MOTIONS)})")
+        weights[name] = float(value)
+    return weights
+
+
+def pretrain_text(c, args, weights, log):
+    """Teach the text encoder to name the prompt's motion and speed in every token from the end of the
+    prompt on (the end-of-text token and the padding after it, which attend to the whole prompt).
+
+    A jointly trained encoder kept "pans to the left" and "pans to the right" 5% apart (attempt 2):
+    the one differing word is diluted over 77 tokens, so the UNet's cross-attention saw almost the same
+    context for opposite motions and never learned the direction. Here a cosine classifier over the
+    motions (plus "" for the unconditional prompt) and the three speeds pulls every such token towards
+    its class's direction, so opposite prompts give clearly different contexts from the first UNet step."""
+    text_encoder, tokenizer, device = c["text_encoder"], c["tokenizer"], args.device
+    motions = [m for m in tiny_data.MOTIONS if weights.get(m, 1.0) > 0]
+    classes = motions + [""]
+    dim = text_encoder.config.hidden_size
+    motion_head = torch.nn.Parameter(torch.randn(len(classes), dim, device=device))
+    speed_head = torch.nn.Parameter(torch.randn(len(tiny_data.PROMPT_SPEEDS), dim, device=device))
+    text_encoder.train().requires_grad_(True)
+    opt = torch.optim.AdamW(list(text_encoder.parameters()) + [motion_head, speed_head], lr=args.text_pretrain_lr,
+                            weight_decay=0.0)
+    rng = np.random.default_rng(args.seed + 77)
+    eos = tokenizer.eos_token_id
+
+    def batch(n):
+        labels = rng.integers(0, len(classes), n)
+        speeds = rng.integers(0, len(tiny_data.PROMPT_SPEEDS), n)
+        prompts = [tiny_data.prompt_for(classes[m], tiny_data.PROMPT_SPEEDS[s], rng) if classes[m] else ""
+                   for m, s in zip(labels, speeds)]
+        # "" and static clips carry no speed word: their speed label is "normal"
+        speeds = [s if classes[m] not in ("", "static") else tiny_data.PROMPT_SPEEDS.index("normal")
+                  for m, s in zip(labels, speeds)]
+        return prompts, torch.tensor(labels, device=device), torch.tensor(speeds, device=device)
+
+    def cosine_logits(h, head):
+        return 10 * F.normalize(h, dim=-1) @ F.normalize(head, dim=-1).T
+
+    for step in range(1, args.text_pretrain_steps + 1):
+        prompts, labels, speeds = batch(256)
+        ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids.to(device)
+        h = text_encoder.text_model.final_layer_norm(text_encoder(ids, output_hidden_states=True).hidden_states[-2])
+        end = (ids == eos).int().argmax(1)                                          # first end-of-text token
+        tail = (torch.arange(ids.shape[1], device=device)[None] >= end[:, None]).float()
+        n = tail.sum()
+        motion_ce = F.cross_entropy(cosine_logits(h, motion_head).flatten(0, 1), labels.repeat_interleave(ids.shape[1]),
+                                    reduction="none")
+        speed_ce = F.cross_entropy(cosine_logits(h, speed_head).flatten(0, 1), speeds.repeat_interleave(ids.shape[1]),
+                                   reduction="none")
+        loss = ((motion_ce + 0.5 * speed_ce) * tail.flatten()).sum() / n
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == 1:
+            log(f"text pretrain step {step} loss {loss.item():.4f}")
+    text_encoder.eval().requires_grad_(False)
+    log("text separation (relative L2 of the embeddings): " + text_separation(c, device))
+
+
+@torch.no_grad()
+def text_separation(c, device):
+    pairs = [("pan_left", "pan_right"), ("pan_up", "pan_down"), ("zoom_in", "zoom_out"), ("rotate_cw", "rotate_ccw"),
+             ("pan_left", "zoom_in")]
+    out = []
+    for a, b in pairs:
+        e = prompt_embeddings(c["tokenizer"], c["text_encoder"], [tiny_data.PLAIN_PROMPTS[a], tiny_data.PLAIN_PROMPTS[b]],
+                              device).float()
+        out.append(f"{a}/{b} {float((e[0] - e[1]).norm() / e[0].norm()):.2f}")
+    return ", ".join(out)
+
+
+class PromptCache:
+    """Prompt embeddings of a frozen text encoder, computed once for every prompt the sampler makes."""
+
+    def __init__(self, c, device):
+        prompts = [""] + tiny_data.all_prompts()
+        self.index = {p: i for i, p in enumerate(prompts)}
+        with torch.no_grad():
+            self.table = torch.cat([prompt_embeddings(c["tokenizer"], c["text_encoder"], prompts[i:i + 256], device).float()
+                                    for i in range(0, len(prompts), 256)])
+        self.c, self.device = c, device
+
+    def __call__(self, prompts):
+        if all(p in self.index for p in prompts):
+            return self.table[torch.tensor([self.index[p] for p in prompts], device=self.device)]
+        with torch.no_grad():
+            return prompt_embeddings(self.c["tokenizer"], self.c["text_encoder"], prompts, self.device).float()
+
+
+@torch.no_grad()
+def prompt_sensitivity(c, sampler, args, text_fn):
+    """How much the UNet's clean-video prediction at pure noise (t = 999) depends on the prompt: relative L2
+    between the last frames predicted for opposite plain prompts (same image, same noise)."""
+    unet, vae, sched = c["unet"], c["vae"], c["scheduler"]
+    frames, _, _ = sampler.sample(4)
+    b, f = frames.shape[:2]
+    sf = vae.config.scaling_factor
+    first = vae.encode(frames[:, 0]).latent_dist.mean * sf
+    img_emb = image_embeddings(c["image_encoder"], frames[:, 0], args.vision_size).float()[:, None]
+    noise = torch.randn(b, first.shape[1], f, *first.shape[2:], device=args.device)
+    t = torch.full((b,), sched.config.num_train_timesteps - 1, device=args.device)
+    fps = torch.full((b,), args.fps, dtype=torch.long, device=args.device)
+    a = sched.alphas_cumprod.to(args.device)[t].view(b, 1, 1, 1, 1)
+    out = []
+    for x, y in (("pan_left", "pan_right"), ("zoom_in", "zoom_out"), ("rotate_cw", "rotate_ccw")):
+        preds = []
+        for m in (x, y):
+            text = text_fn([tiny_data.PLAIN_PROMPTS[m]] * b)
+            v = unet(noise, t, encoder_hidden_states=text, fps=fps, image_latents=image_latents_from(first, f),
+                     image_embeddings=img_emb, return_dict=False)[0]
+            preds.append((a.sqrt() * noise - (1 - a).sqrt() * v)[:, :, -1])              # x0 of the last frame
+        out.append(f"{x}/{y} {float((preds[0] - preds[1]).norm() / preds[0].norm()):.3f}")
+    return ", ".join(out)
+
+
+
 @torch.no_grad()
 def vae_heldout_psnr(vae, args):
     """Mean reconstruction PSNR (dB, posterior mode) of the VAE on held-out images at the video size:
@@ -355,6 +485,7 @@ def train_unet(c, sampler, args, deadline, log, save):
         groups.append(dict(params=list(text_encoder.parameters()), lr=args.text_lr, peak=args.text_lr, weight_decay=0.0))
     opt = torch.optim.AdamW(groups)
     ema = EMA([unet, text_encoder], args.ema) if args.ema > 0 else None
+    text_fn = None if train_text else PromptCache(c, args.device)
     alphas = sched.alphas_cumprod.to(args.device)
     sf = vae.config.scaling_factor
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
@@ -391,8 +522,11 @@ def train_unet(c, sampler, args, deadline, log, save):
         drop_t = [x < d_both + d_text for x in r]
         drop_i = [x < d_both or d_both + d_text <= x < d_both + d_text + d_img for x in r]
         texts = ["" if d else t for t, d in zip(texts, drop_t)]
-        with autocast, torch.set_grad_enabled(train_text):
-            text = prompt_embeddings(c["tokenizer"], text_encoder, texts, args.device)
+        if train_text:
+            with autocast:
+                text = prompt_embeddings(c["tokenizer"], text_encoder, texts, args.device)
+        else:
+            text = text_fn(texts)
         keep_i = torch.tensor([not d for d in drop_i], device=args.device, dtype=img_emb.dtype)
         img_emb = (img_emb * keep_i[:, None])[:, None]                          # [B, 1, D]
         cond_latents = image_latents_from(first, f)
@@ -419,6 +553,12 @@ def train_unet(c, sampler, args, deadline, log, save):
         if step % args.log_every == 0 or step == 1:
             rate = step / (time.time() - start)
             log(f"unet step {step} loss {loss.item():.4f} ema {loss_ema:.4f} lr {opt.param_groups[0]['lr']:.2e} {rate:.2f} it/s")
+        if step % (args.log_every * 10) == 0:
+            unet.eval()
+            with autocast:
+                log(f"prompt sensitivity at step {step}: " + prompt_sensitivity(
+                    c, sampler, args, text_fn or (lambda p: prompt_embeddings(c["tokenizer"], text_encoder, p, args.device))))
+            unet.train()
         if time.time() - last_save > args.save_minutes * 60:
             averaged(save, step, loss_ema)
             last_save = time.time()
@@ -476,8 +616,9 @@ def main(argv=None):
                                                  workers=args.workers)
     for k in ("vae", "text_encoder", "unet", "image_encoder"):
         c[k].to(args.device, torch.float32).eval().requires_grad_(False)
+    weights = motion_weights(args.motion_weights)
     sampler = tiny_data.ClipSampler(canvases, fgs, args.width, args.height, args.frames, args.device,
-                                    seed=args.seed + 1000 * len(runs))
+                                    seed=args.seed + 1000 * len(runs), motion_weights=weights)
     log("canvases ready")
 
     vae_steps, vae_psnr = 0, state.get("vae_heldout_psnr")
@@ -494,6 +635,9 @@ def main(argv=None):
         save_checkpoint(c, args, args.out, tokenizer_src, dict(runs=record, vae_heldout_psnr=vae_psnr))
         log(f"checkpoint saved after {unet_steps} UNet steps")
 
+    if args.text_pretrain_steps > 0:
+        log("text separation before: " + text_separation(c, args.device))
+        pretrain_text(c, args, weights, log)
     unet_steps, loss_ema, averaged = train_unet(c, sampler, args, deadline, log, save)
     averaged(save, unet_steps, loss_ema)
     log(f"done: {vae_steps} VAE steps, {unet_steps} UNet steps, loss ema {loss_ema}")
