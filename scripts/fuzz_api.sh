@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the HTTP API of `kinema serve` against its own OpenAPI document (/openapi.yaml) with
-# schemathesis: no 5xx, every status, content type, header and body as documented.
+# schemathesis: no 5xx, every status, content type, header and body as documented, and 405 with an Allow
+# header for a method a path does not answer.
 #
 #   scripts/fuzz_api.sh                  uses .build/debug/kinema
 #   KINEMA_BIN=.build/release/kinema scripts/fuzz_api.sh
@@ -236,7 +237,7 @@ TOML
 
 seed_args=()
 [ -n "${FUZZ_SEED:-}" ] && seed_args=(--seed "$FUZZ_SEED")
-checks=not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance
+checks=not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,unsupported_method,allow_header_conformance
 echo "== schemathesis run against $base (max $MAX_EXAMPLES examples per operation)"
 # One worker: schemathesis's coverage phase is not thread-safe on Python 3.11 (hypothesis AST errors).
 # The served document, run from its downloaded copy: schemathesis skips the operation that serves the

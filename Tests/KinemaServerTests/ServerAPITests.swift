@@ -76,7 +76,7 @@ final class ServerAPITests: ServerTestCase {
         XCTAssertEqual(list?.count, 0, "no refused request made a job")
     }
 
-    func testUnknownIdsAndPathTricksAre404() throws {
+    func testUnknownIdsAndPathTricksAre404AndWrongMethodsAre405() throws {
         let server = try startServer(["--no-worker"])
         for path in ["/api/v1/jobs/\(UUID().uuidString.lowercased())", "/api/v1/jobs/not-a-uuid", "/api/v1/jobs/..%2F..%2Fjobs.sqlite3",
                      "/api/v1/jobs/\(UUID().uuidString.lowercased())/video.mp4", "/api/v1/uploads/\(String(repeating: "0", count: 64))",
@@ -88,6 +88,16 @@ final class ServerAPITests: ServerTestCase {
         for (method, path) in [("POST", "/api/v1/jobs/\(UUID().uuidString.lowercased())/cancel"), ("POST", "/api/v1/jobs/\(UUID().uuidString.lowercased())/retry"),
                                ("DELETE", "/api/v1/jobs/\(UUID().uuidString.lowercased())")] {
             XCTAssertEqual(try server.request(method, path).status, 404, path)
+        }
+        // A path that exists under other methods: 405 with Allow, literal segments before parameters.
+        let id = UUID().uuidString.lowercased()
+        for (method, path, allow) in [("PUT", "/api/v1/jobs/\(id)", "DELETE, GET"), ("GET", "/api/v1/jobs/\(id)/cancel", "POST"),
+                                      ("DELETE", "/api/v1/uploads", "POST"), ("PATCH", "/api/v1/jobs", "GET, POST"),
+                                      ("POST", "/healthz", "GET"), ("DELETE", "/api/v1/jobs/\(id)/video.mp4", "GET")] {
+            let reply = try server.request(method, path)
+            XCTAssertEqual(reply.status, 405, "\(method) \(path): \(reply.text)")
+            XCTAssertEqual(reply.headers["allow"], allow, "\(method) \(path)")
+            XCTAssertEqual(errorCode(reply), "method_not_allowed", "\(method) \(path)")
         }
     }
 
