@@ -232,8 +232,13 @@ def save_checkpoint(c, args, folder, tokenizer_src, extra=None):
             os.remove(os.path.join(tok, name))
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(os.path.join(tokenizer_src, name), tok)
+    # ranges: what the WebUI offers (trained at one size; up to twice it still works, more is off-distribution)
+    side = lambda v: dict(min=max(8, v // 2 // 8 * 8), max=v * 2, step=8)
     settings = dict(width=args.width, height=args.height, frames=args.frames, fps=args.fps, steps=args.steps,
-                    guidance=args.guidance)
+                    guidance=args.guidance,
+                    ranges=dict(width=side(args.width), height=side(args.height), frames=dict(min=4, max=2 * args.frames, step=1),
+                                fps=dict(min=4, max=24, step=1), steps=dict(min=4, max=100, step=1),
+                                guidance=dict(min=1, max=20, step=0.5)))
     with open(os.path.join(tmp, "kinema.json"), "w") as f:
         json.dump(settings, f, indent=2)
     if extra:

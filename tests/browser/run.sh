@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The WebUI's real browser test: starts `kinema serve` with a tiny random-weight model and drives
+# The WebUI's real browser test: starts `kinema serve` with the bundled model (Models/kinema-tiny, what
+# ./start_app.sh serves; BROWSER_TEST_MODEL=DIR for another) and drives
 # the page in headless Chromium (tests/browser/webui_test.py): upload, preset, sizes through the
 # advanced settings, prediction, generate, progress, the video playing, history, reuse settings,
 # 360 px layout. Fails when the page shows an error or the video does not play.
@@ -48,10 +49,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# The tiny random-weight model with a kinema.json whose recommended settings and ranges suit a quick
-# CPU run: the test picks "recommended", then sets a small non-square size through the sliders.
-model=$work/model
-kinema_make_test_model "$model" 8
+# The test picks the "recommended" preset, then sets a small non-square size and few steps through
+# the sliders (a few seconds on a 2-core CPU).
+model=${BROWSER_TEST_MODEL:-$root/Models/kinema-tiny}
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 echo "Starting $kinema_bin serve on 127.0.0.1:$port ..."
@@ -72,7 +72,7 @@ done
 mkdir -p "$screenshot_dir"
 status=0
 "$venv/bin/python" tests/browser/webui_test.py --url "$url" \
-    --width 48 --height 40 --steps 3 \
+    --width 96 --height 80 --steps 8 \
     --timeout "$timeout" --screenshot "$screenshot_dir/kinema-webui.png" || status=$?
 if [ $status -ne 0 ]; then
     echo "--- server log (last 40 lines)" >&2
