@@ -39,6 +39,16 @@ extension Backend {
         return output
     }
 
+    /// Copies `source` into `destination`, a tensor of the same shape and dtype (typically a slice
+    /// view of a larger tensor that a chunked computation fills piece by piece). Allocates nothing.
+    public func copy(_ source: Tensor, into destination: Tensor) {
+        precondition(source.shape == destination.shape && source.dtype == destination.dtype,
+                     "copy of \(source.shape) \(source.dtype) into \(destination.shape) \(destination.dtype)")
+        OpProfile.shared.time("copy") {
+            convertKernel(source, into: destination)
+        }
+    }
+
     /// Batched matrix product: `a` (…, m, k) times `b` (…, k, n) or (k, n), optionally transposed.
     public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
         precondition(a.rank >= 2 && b.rank >= 2, "matmul needs matrices, got \(a.shape) and \(b.shape)")

@@ -94,9 +94,10 @@ public struct I2VGenXLUNet {
     ///   - textEmbeddings: (B, 77, cross_attention_dim)
     ///   - imageLatents: (B, 4, F, h, w): the VAE latent of the image in frame 0, the frame mask after
     ///   - imageEmbeddings: (B, cross_attention_dim) CLIP image embeddings (zeros for the unconditional half)
+    ///   - splits: parts the transformer and resnet activations are computed in (see `UNetConditioning.splits`)
     /// - Returns: the model output (B, 4, F, h, w)
     public func callAsFunction(_ sample: Tensor, timestep: Int, fps: Int, textEmbeddings: Tensor,
-                               imageLatents: Tensor, imageEmbeddings: Tensor, _ b: Backend) -> Tensor {
+                               imageLatents: Tensor, imageEmbeddings: Tensor, splits: Int = 1, _ b: Backend) -> Tensor {
         let (batch, channels, frames, h, w) = (sample.shape[0], sample.shape[1], sample.shape[2], sample.shape[3], sample.shape[4])
         let cross = config.crossAttentionDim, inC = config.inChannels
         let conditioning: UNetConditioning
@@ -113,7 +114,8 @@ public struct I2VGenXLUNet {
             let latentTokens = b.permute(pooled.reshaped([batch, cross, pooled.shape[2] * pooled.shape[3]]), [0, 2, 1])
             let imageTokens = contextEmbedding.1(b.silu(contextEmbedding.0(imageEmbeddings, b)), b).reshaped([batch, inC, cross])
             let context = b.concat([textEmbeddings, latentTokens, imageTokens], axis: 1)
-            conditioning = UNetConditioning(activatedEmbedding: activated, context: Self.repeatRows(context, frames, b), frames: frames)
+            conditioning = UNetConditioning(activatedEmbedding: activated, context: Self.repeatRows(context, frames, b), frames: frames,
+                                            splits: max(1, splits))
         }
 
         var x: Tensor
@@ -131,7 +133,7 @@ public struct I2VGenXLUNet {
             let noisy = b.permute(sample, [0, 2, 1, 3, 4]).reshaped([batch * frames, channels, h, w])
             x = convIn(b.concat([noisy, encoded], axis: 1), b)
         }
-        x = transformerIn(x, frames: frames, b)
+        x = transformerIn(x, frames: frames, splits: conditioning.splits, b)
 
         var skips = [x]
         for block in downBlocks {

@@ -135,3 +135,25 @@ public struct BasicTransformerBlock {
         return b.add(ff(norm3(x, b), b), x)
     }
 }
+
+extension Backend {
+    /// `body` applied to `x`'s rows (first dimension) in `parts` chunks of equal size (the last may be
+    /// smaller), the results written into one output: every row is computed exactly as by
+    /// `body(x)`, while `body`'s intermediates exist for one chunk at a time (a lossless plan).
+    /// `body` gets the chunk and its row range.
+    func inRowChunks(_ x: Tensor, parts: Int, op: String, _ body: (Tensor, Range<Int>) -> Tensor) -> Tensor {
+        let rows = x.shape[0]
+        let chunk = (rows + parts - 1) / max(parts, 1)
+        guard chunk < rows else { return body(x, 0..<rows) }
+        var output: Tensor?
+        var start = 0
+        while start < rows {
+            let range = start..<min(rows, start + chunk)
+            let part = body(x.slice(range), range)
+            if output == nil { output = empty([rows] + part.shape.dropFirst(), dtype: part.dtype, op: op) }
+            copy(part, into: output!.slice(range))
+            start = range.upperBound
+        }
+        return output!
+    }
+}

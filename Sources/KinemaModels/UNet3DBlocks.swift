@@ -27,9 +27,9 @@ public struct UNet3DLayer {
     }
 
     func callAsFunction(_ x: Tensor, _ c: UNetConditioning, _ b: Backend) -> Tensor {
-        var h = tempConv(resnet(x, activatedEmbedding: c.activatedEmbedding, b), frames: c.frames, b)
+        var h = tempConv(c.spatial(x, b) { resnet($0, activatedEmbedding: $1.activatedEmbedding, b) }, frames: c.frames, b)
         if let attention, let tempAttention {
-            h = tempAttention(attention(h, context: c.context, b), frames: c.frames, b)
+            h = tempAttention(c.spatial(h, b) { attention($0, context: $1.context, b) }, frames: c.frames, splits: c.splits, b)
         }
         return h
     }
@@ -42,6 +42,20 @@ public struct UNetConditioning {
     /// Cross-attention tokens, one set per frame: (B·F, 145, cross attention dim).
     public let context: Tensor
     public let frames: Int
+    /// Parts the activations of the transformer and resnet layers are computed in (1 = whole):
+    /// spatial layers take 1/splits of the B·F frames at a time, temporal transformers 1/splits of
+    /// the B·h·w pixel sequences.
+    public let splits: Int
+
+    /// Runs a spatial (per-frame) layer on `x` (B·F rows), in `splits` parts; `layer` gets the rows
+    /// and the conditioning of those rows.
+    func spatial(_ x: Tensor, _ b: Backend, _ layer: (Tensor, UNetConditioning) -> Tensor) -> Tensor {
+        guard splits > 1 else { return layer(x, self) }
+        return b.inRowChunks(x, parts: splits, op: "frame_chunk") { part, rows in
+            layer(part, UNetConditioning(activatedEmbedding: activatedEmbedding.slice(rows), context: context.slice(rows),
+                                         frames: frames, splits: 1))
+        }
+    }
 }
 
 /// `CrossAttnDownBlock3D` / `DownBlock3D`: layers, then an optional stride-2 conv.
@@ -96,8 +110,8 @@ public struct MidBlock3D {
     func callAsFunction(_ x: Tensor, _ c: UNetConditioning, _ b: Backend) -> Tensor {
         var h = first(x, c, b)
         for i in attentions.indices {
-            h = tempAttentions[i](attentions[i](h, context: c.context, b), frames: c.frames, b)
-            h = tempConvs[i](resnets[i](h, activatedEmbedding: c.activatedEmbedding, b), frames: c.frames, b)
+            h = tempAttentions[i](c.spatial(h, b) { attentions[i]($0, context: $1.context, b) }, frames: c.frames, splits: c.splits, b)
+            h = tempConvs[i](c.spatial(h, b) { resnets[i]($0, activatedEmbedding: $1.activatedEmbedding, b) }, frames: c.frames, b)
         }
         return h
     }

@@ -88,10 +88,20 @@ public struct ExecutionPlan: Sendable, Equatable, Codable {
 
     public var guidance: Guidance
     public var residency: Residency
+    /// Parts the UNet's transformer and resnet activations are computed in, one after another:
+    /// frame chunks of B·F / splits for the spatial layers, token chunks of B·h·w / splits pixel
+    /// sequences for the temporal transformers. Their intermediates shrink about `splits` times;
+    /// the products get smaller, so somewhat slower. 1 = whole.
+    public var splits: Int
 
-    public init(guidance: Guidance = .batched, residency: Residency = .all) {
+    public init(guidance: Guidance = .batched, residency: Residency = .all, splits: Int = 1) {
         self.guidance = guidance
         self.residency = residency
+        self.splits = splits
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case guidance, residency, splits
     }
 }
 
@@ -283,14 +293,15 @@ public struct ImageToVideoPipeline {
                     // Unconditional, then conditional: the same inputs as the batch's halves.
                     let halves = (0..<2).map { i in
                         unet(current, timestep: t, fps: request.fps, textEmbeddings: textEmbeddings.slice(i..<(i + 1)),
-                             imageLatents: imageLatents.slice(i..<(i + 1)), imageEmbeddings: imageEmbeddings.slice(i..<(i + 1)), b)
+                             imageLatents: imageLatents.slice(i..<(i + 1)), imageEmbeddings: imageEmbeddings.slice(i..<(i + 1)),
+                             splits: plan.splits, b)
                     }
                     if index == 0 { observe("unet_out", b.concat(halves, axis: 0)) }
                     prediction = b.add(halves[0], b.affine(b.sub(halves[1], halves[0]), scale: request.guidanceScale))
                 } else {
                     let input = guidance ? b.concat([current, current], axis: 0) : current
                     prediction = unet(input, timestep: t, fps: request.fps, textEmbeddings: textEmbeddings,
-                                      imageLatents: imageLatents, imageEmbeddings: imageEmbeddings, b)
+                                      imageLatents: imageLatents, imageEmbeddings: imageEmbeddings, splits: plan.splits, b)
                     if index == 0 { observe("unet_out", prediction) }
                     if guidance {
                         // uncond + g · (cond − uncond), op by op as torch rounds it.

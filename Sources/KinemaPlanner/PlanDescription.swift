@@ -4,12 +4,14 @@ import KinemaPipeline
 public enum PlanDescription {
     public static func json(_ plan: ExecutionPlan, request: GenerationRequest, threads: Int) -> [String: Any] {
         ["device": "cpu", "weights": "f32", "residency": plan.residency.rawValue,
-         "guidance": request.usesGuidance ? plan.guidance.rawValue : "off", "decode_chunk": request.decodeChunk, "threads": threads]
+         "guidance": request.usesGuidance ? plan.guidance.rawValue : "off", "decode_chunk": request.decodeChunk,
+         "splits": plan.splits, "threads": threads]
     }
 
     public static func text(_ plan: ExecutionPlan, request: GenerationRequest) -> String {
         let guidance = request.usesGuidance ? "guidance \(plan.guidance.rawValue)" : "no guidance"
         let residency = plan.residency == .all ? "all weights resident" : "weights loaded per phase"
-        return "cpu, f32, \(residency), \(guidance), decode chunk \(request.decodeChunk)"
+        let frames = plan.splits > 1 ? ", UNet activations in \(plan.splits) parts" : ""
+        return "cpu, f32, \(residency), \(guidance)\(frames), decode chunk \(request.decodeChunk)"
     }
 }

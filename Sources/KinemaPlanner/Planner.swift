@@ -76,13 +76,14 @@ public struct PlanReport: Sendable {
 /// then fewer frames), said out loud; without it, a refusal that names the smallest budget that
 /// would fit and the nearest settings that fit this budget. Every figure is a meta dry run.
 public enum Planner {
-    /// Lossless plans, fastest first (batched guidance and resident weights avoid repeated work).
+    /// Lossless plans, fastest first (batched guidance and resident weights avoid repeated work;
+    /// UNet activations in more parts make its products smaller, so slower).
     public static let losslessPlans: [ExecutionPlan] = [
         ExecutionPlan(guidance: .batched, residency: .all),
         ExecutionPlan(guidance: .serial, residency: .all),
         ExecutionPlan(guidance: .batched, residency: .perPhase),
         ExecutionPlan(guidance: .serial, residency: .perPhase),
-    ]
+    ] + [2, 4, 8, 16].map { ExecutionPlan(guidance: .serial, residency: .perPhase, splits: $0) }
 
     public static func choose(folder: String, request: GenerationRequest, budget: Int?, allowDegrade: Bool = false,
                               workspacePolicy: WorkspacePolicy) throws -> PlanReport {
