@@ -670,6 +670,7 @@
       const knobs = plan.plan;
       detail.push([knobs.device, knobs.weights, "weights " + knobs.residency, "guidance " + knobs.guidance,
         "decode " + knobs.decode_chunk + " frame" + (knobs.decode_chunk === 1 ? "" : "s") + " at a time",
+        knobs.splits > 1 ? "UNet activations in " + knobs.splits + " parts" : "",
         knobs.threads + " threads"].filter(Boolean).join(" · "));
     }
     $("plan-detail").textContent = detail.join(" — ");
