@@ -39,6 +39,12 @@ extension Backend {
         return output
     }
 
+    /// `weight` in `dtype`: itself, or (a weight kept in a narrower storage type) a temporary copy
+    /// that lives until the op using it returns.
+    func widened(_ weight: Tensor, to dtype: DType) -> Tensor {
+        weight.dtype == dtype ? weight : convert(weight, to: dtype)
+    }
+
     /// Copies `source` into `destination`, a tensor of the same shape and dtype (typically a slice
     /// view of a larger tensor that a chunked computation fills piece by piece). Allocates nothing.
     public func copy(_ source: Tensor, into destination: Tensor) {
@@ -73,6 +79,7 @@ extension Backend {
         precondition(weight.rank == 2 && input.dim(-1) == weight.shape[1],
                      "linear: input \(input.shape) does not match weight \(weight.shape)")
         if let bias { precondition(bias.shape == [weight.shape[0]], "linear: bias \(bias.shape) for weight \(weight.shape)") }
+        let weight = widened(weight, to: input.dtype)
         let output = empty(Array(input.shape.dropLast()) + [weight.shape[0]], dtype: input.dtype, op: "linear")
         OpProfile.shared.time("linear") {
             linearKernel(input, weight: weight, bias: bias, into: output)
@@ -89,6 +96,7 @@ extension Backend {
         let (oh, ow) = parameters.outputSize(height: input.shape[2], width: input.shape[3],
                                              kernelH: weight.shape[2], kernelW: weight.shape[3])
         precondition(oh > 0 && ow > 0, "conv2d: kernel \(weight.shape) larger than padded input \(input.shape)")
+        let weight = widened(weight, to: input.dtype)
         let workspaceBytes = workspacePolicy.bytes(for: .conv2d(input: input.shape, weight: weight.shape, parameters: parameters))
         let output = empty([input.shape[0], weight.shape[0], oh, ow], dtype: input.dtype, op: "conv2d")
         let workspace = self.workspace(bytes: workspaceBytes, op: "conv2d.workspace")
@@ -105,6 +113,7 @@ extension Backend {
                      && weight.shape[3] == 1 && weight.shape[4] == 1 && weight.shape[2] % 2 == 1,
                      "temporalConv: input \(input.shape) does not match weight \(weight.shape)")
         precondition(frames > 0 && input.shape[0] % frames == 0, "temporalConv: \(input.shape[0]) images are not a multiple of \(frames) frames")
+        let weight = widened(weight, to: input.dtype)
         let workspaceBytes = workspacePolicy.bytes(for: .temporalConv(input: input.shape, weight: weight.shape, frames: frames))
         let output = empty([input.shape[0], weight.shape[0], input.shape[2], input.shape[3]], dtype: input.dtype, op: "temporalConv")
         let workspace = self.workspace(bytes: workspaceBytes, op: "temporalConv.workspace")

@@ -6,7 +6,7 @@ public struct Linear {
     public let bias: Tensor?
 
     public init(_ w: WeightReader, _ key: String, _ inputs: Int, _ outputs: Int, bias: Bool = true) {
-        weight = w("\(key).weight", [outputs, inputs])
+        weight = w.matrix("\(key).weight", [outputs, inputs])
         self.bias = bias ? w("\(key).bias", [outputs]) : nil
     }
 
@@ -21,13 +21,13 @@ public struct Conv2d {
 
     public init(_ w: WeightReader, _ key: String, _ inputs: Int, _ outputs: Int, kernel: Int, stride: Int = 1,
                 padding: Int? = nil, bias: Bool = true) {
-        weight = w("\(key).weight", [outputs, inputs, kernel, kernel])
+        weight = w.matrix("\(key).weight", [outputs, inputs, kernel, kernel])
         self.bias = bias ? w("\(key).bias", [outputs]) : nil
         parameters = Conv2dParameters(stride: stride, padding: padding ?? kernel / 2)
     }
 
     public init(_ w: WeightReader, _ key: String, _ inputs: Int, _ outputs: Int, kernel: Int, parameters: Conv2dParameters) {
-        weight = w("\(key).weight", [outputs, inputs, kernel, kernel])
+        weight = w.matrix("\(key).weight", [outputs, inputs, kernel, kernel])
         bias = w("\(key).bias", [outputs])
         self.parameters = parameters
     }

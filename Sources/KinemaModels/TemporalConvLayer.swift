@@ -13,7 +13,7 @@ public struct TemporalConvLayer {
             // conv1 = [GN, SiLU, Conv3d]; conv2..4 = [GN, SiLU, Dropout, Conv3d].
             let convIndex = stage == 1 ? 2 : 3
             norms.append(GroupNorm(w, "\(key).conv\(stage).0", groups: groups, channels: channels, epsilon: 1e-5))
-            weights.append(w("\(key).conv\(stage).\(convIndex).weight", [channels, channels, 3, 1, 1]))
+            weights.append(w.matrix("\(key).conv\(stage).\(convIndex).weight", [channels, channels, 3, 1, 1]))
             biases.append(w("\(key).conv\(stage).\(convIndex).bias", [channels]))
         }
         self.norms = norms

@@ -68,24 +68,38 @@ public final class WeightReader {
         self.ignorable = { _ in false }
     }
 
-    /// The weight stored under `key`, which must have `shape`.
+    /// The dtype the weight matrices of linear and convolution layers (`matrix(_:_:)`) are kept in
+    /// on the device; nil = the compute type. The ops widen them to the compute type one at a time,
+    /// so f16 halves their memory and, for an f16 checkpoint, changes no value.
+    public var matrixStorage: DType?
+
+    /// The weight stored under `key`, which must have `shape`, in the compute type.
     public func callAsFunction(_ key: String, _ shape: [Int]) -> Tensor {
-        if shapesOnly { return backend.empty(shape, op: "weights") }
+        read(key, shape, dtype: backend.computeType)
+    }
+
+    /// The weight matrix of a linear or convolution layer stored under `key`, in `matrixStorage`.
+    public func matrix(_ key: String, _ shape: [Int]) -> Tensor {
+        read(key, shape, dtype: matrixStorage ?? backend.computeType)
+    }
+
+    private func read(_ key: String, _ shape: [Int], dtype: DType) -> Tensor {
+        if shapesOnly { return backend.empty(shape, dtype: dtype, op: "weights") }
         guard let name = ([key] + aliases(key)).first(where: { sources[$0] != nil }), let source = sources[name] else {
             missing.append(key)
-            return backend.empty(shape, op: "weights")
+            return backend.empty(shape, dtype: dtype, op: "weights")
         }
         used.insert(name)
         guard source.info.shape == shape else {
             misshaped.append("\(key) expected \(shape), found \(source.info.shape)")
-            return backend.empty(shape, op: "weights")
+            return backend.empty(shape, dtype: dtype, op: "weights")
         }
         do {
             let stored = try source.file.tensor(name)
-            return backend.upload(stored, dtype: backend.computeType)
+            return backend.upload(stored, dtype: dtype)
         } catch {
             misshaped.append("\(key): \(error)")
-            return backend.empty(shape, op: "weights")
+            return backend.empty(shape, dtype: dtype, op: "weights")
         }
     }
 

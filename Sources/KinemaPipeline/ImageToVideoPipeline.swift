@@ -86,22 +86,28 @@ public struct ExecutionPlan: Sendable, Equatable, Codable {
         case perPhase = "per_phase"
     }
 
+    /// How weight matrices are kept: in the compute type, or in f16 and widened one op at a time
+    /// (half their memory; lossless for an f16 checkpoint, whose values f16 holds exactly).
+    public enum Weights: String, Sendable, Codable, CaseIterable { case compute, f16 }
+
     public var guidance: Guidance
     public var residency: Residency
+    public var weights: Weights
     /// Parts the UNet's transformer and resnet activations are computed in, one after another:
     /// frame chunks of B·F / splits for the spatial layers, token chunks of B·h·w / splits pixel
     /// sequences for the temporal transformers. Their intermediates shrink about `splits` times;
     /// the products get smaller, so somewhat slower. 1 = whole.
     public var splits: Int
 
-    public init(guidance: Guidance = .batched, residency: Residency = .all, splits: Int = 1) {
+    public init(guidance: Guidance = .batched, residency: Residency = .all, splits: Int = 1, weights: Weights = .compute) {
         self.guidance = guidance
         self.residency = residency
         self.splits = splits
+        self.weights = weights
     }
 
     enum CodingKeys: String, CodingKey {
-        case guidance, residency, splits
+        case guidance, residency, splits, weights
     }
 }
 
@@ -136,11 +142,14 @@ public struct ImageToVideoPipeline {
         private var resident: I2VGenXLModel?
 
         init(source: Source, plan: ExecutionPlan) throws {
-            self.source = source
             self.plan = plan
             switch source {
-            case .loaded(let model): resident = model
-            case .folder(let folder):
+            case .loaded(let model):
+                self.source = source
+                resident = model
+            case .folder(let original):
+                let folder = original.storingMatrices(as: plan.weights == .f16 ? .f16 : nil)
+                self.source = .folder(folder)
                 if plan.residency == .all {
                     resident = I2VGenXLModel(folder: folder.folder, tokenizer: folder.tokenizer, textEncoder: try folder.textEncoder(),
                                              imageEncoder: try folder.imageEncoder(), featureExtractor: folder.featureExtractor,
@@ -181,6 +190,9 @@ public struct ImageToVideoPipeline {
         try request.validate()
         if case .loaded = source, plan.residency != .all {
             throw GenerationError("a pipeline over loaded models keeps them all resident; build it from a ModelFolder for per-phase residency")
+        }
+        if case .loaded = source, plan.weights != .compute {
+            throw GenerationError("a pipeline over loaded models keeps their weights as loaded; build it from a ModelFolder for f16 weights")
         }
         let b = backend
         let models = try Models(source: source, plan: plan)

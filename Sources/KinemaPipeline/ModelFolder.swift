@@ -13,6 +13,8 @@ public struct ModelFolder {
     public let tokenizer: CLIPTokenizer
     public let scheduler: DDIMScheduler
     public let featureExtractor: FeatureExtractorConfig
+    /// The dtype the models' linear and convolution weight matrices are kept in (nil: the compute type).
+    public private(set) var matrixStorage: DType?
 
     public init(folder: String, backend: Backend, weights: I2VGenXLModel.WeightSource) throws {
         let fm = FileManager.default
@@ -50,16 +52,43 @@ public struct ModelFolder {
 
     /// The same folder loading onto another backend, without reading its host-side parts again.
     public func on(_ backend: Backend, weights: I2VGenXLModel.WeightSource) -> ModelFolder {
-        ModelFolder(rebinding: self, to: backend, weights: weights)
+        var copy = ModelFolder(rebinding: self, to: backend, weights: weights)
+        copy.matrixStorage = matrixStorage
+        return copy
+    }
+
+    /// The same folder, its models keeping their weight matrices in `dtype` (nil: the compute type).
+    public func storingMatrices(as dtype: DType?) -> ModelFolder {
+        var copy = self
+        copy.matrixStorage = dtype
+        return copy
+    }
+
+    /// Whether keeping weight matrices in f16 changes no value: every UNet weight file in `folder`
+    /// holds f16 tensors, or there are no weight files (planning from configs: the released
+    /// checkpoints ship f16 files).
+    public static func halfStorageIsLossless(folder: String) -> Bool {
+        let unet = path(folder, "unet")
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: unet)) ?? []).filter { $0.hasSuffix(".safetensors") }
+        return names.allSatisfy { name in
+            guard let file = try? SafeTensorsFile(path: path(unet, name)) else { return false }
+            return file.tensors.allSatisfy { $0.shape.count < 2 || $0.dtype == .f16 }
+        }
     }
 
     static func path(_ folder: String, _ parts: String...) -> String { ([folder] + parts).joined(separator: "/") }
 
     /// A strict weight reader for one component, or a shapes-only one.
     private func reader(_ name: String, base: String, make: ([SafeTensorsFile]) throws -> WeightReader) throws -> WeightReader {
-        guard case .files(let variant) = weights else { return WeightReader(shapesOnlyFor: name, backend: backend) }
-        let files = try I2VGenXLModel.weightFiles(in: Self.path(folder, name), base: base, variant: variant)
-        return try make(try files.map { try SafeTensorsFile(path: $0) })
+        let reader: WeightReader
+        if case .files(let variant) = weights {
+            let files = try I2VGenXLModel.weightFiles(in: Self.path(folder, name), base: base, variant: variant)
+            reader = try make(try files.map { try SafeTensorsFile(path: $0) })
+        } else {
+            reader = WeightReader(shapesOnlyFor: name, backend: backend)
+        }
+        reader.matrixStorage = matrixStorage
+        return reader
     }
 
     public func textEncoder() throws -> CLIPTextModel {

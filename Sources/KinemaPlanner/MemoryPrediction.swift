@@ -61,7 +61,7 @@ public enum MemoryPredictor {
     public static func predict(models: ModelFolder, request: GenerationRequest, plan: ExecutionPlan = ExecutionPlan()) throws -> MemoryPrediction {
         let meta = MetaBackend(emulating: models.backend.workspacePolicy, computeType: models.backend.computeType)
         let dry = models.on(meta, weights: .shapesOnly)
-        let weightBytes = try weightBytes(dry)
+        let weightBytes = try weightBytes(dry.storingMatrices(as: plan.weights == .f16 ? .f16 : nil))
         let recorder = PhasePeakRecorder(meter: meta.allocator.meter)
         _ = try ImageToVideoPipeline(folder: dry).generate(image: try blankImage(request), request: request, plan: plan) { recorder.record($0) }
         recorder.close()

@@ -3,7 +3,7 @@ import KinemaPipeline
 /// How plans are shown to users, in text and JSON.
 public enum PlanDescription {
     public static func json(_ plan: ExecutionPlan, request: GenerationRequest, threads: Int) -> [String: Any] {
-        ["device": "cpu", "weights": "f32", "residency": plan.residency.rawValue,
+        ["device": "cpu", "weights": plan.weights == .f16 ? "f16" : "f32", "residency": plan.residency.rawValue,
          "guidance": request.usesGuidance ? plan.guidance.rawValue : "off", "decode_chunk": request.decodeChunk,
          "splits": plan.splits, "threads": threads]
     }
@@ -12,6 +12,7 @@ public enum PlanDescription {
         let guidance = request.usesGuidance ? "guidance \(plan.guidance.rawValue)" : "no guidance"
         let residency = plan.residency == .all ? "all weights resident" : "weights loaded per phase"
         let frames = plan.splits > 1 ? ", UNet activations in \(plan.splits) parts" : ""
-        return "cpu, f32, \(residency), \(guidance)\(frames), decode chunk \(request.decodeChunk)"
+        let weights = plan.weights == .f16 ? "f32 compute, f16 weights" : "f32"
+        return "cpu, \(weights), \(residency), \(guidance)\(frames), decode chunk \(request.decodeChunk)"
     }
 }

@@ -76,14 +76,18 @@ public struct PlanReport: Sendable {
 /// then fewer frames), said out loud; without it, a refusal that names the smallest budget that
 /// would fit and the nearest settings that fit this budget. Every figure is a meta dry run.
 public enum Planner {
-    /// Lossless plans, fastest first (batched guidance and resident weights avoid repeated work;
-    /// UNet activations in more parts make its products smaller, so slower).
-    public static let losslessPlans: [ExecutionPlan] = [
-        ExecutionPlan(guidance: .batched, residency: .all),
-        ExecutionPlan(guidance: .serial, residency: .all),
-        ExecutionPlan(guidance: .batched, residency: .perPhase),
-        ExecutionPlan(guidance: .serial, residency: .perPhase),
-    ] + [2, 4, 8, 16].map { ExecutionPlan(guidance: .serial, residency: .perPhase, splits: $0) }
+    /// Lossless plans, fastest first: batched guidance and resident weights avoid repeated work;
+    /// f16 weight storage (offered when it changes no value: an f16 checkpoint) costs one widening
+    /// per op; UNet activations in more parts make its products smaller, so slower.
+    public static func losslessPlans(halfWeights: Bool) -> [ExecutionPlan] {
+        let storages: [ExecutionPlan.Weights] = halfWeights ? [.compute, .f16] : [.compute]
+        let base: [(ExecutionPlan.Guidance, ExecutionPlan.Residency)] = [(.batched, .all), (.serial, .all), (.batched, .perPhase), (.serial, .perPhase)]
+        return base.flatMap { guidance, residency in storages.map { ExecutionPlan(guidance: guidance, residency: residency, weights: $0) } }
+            + [2, 4, 8, 16].map { ExecutionPlan(guidance: .serial, residency: .perPhase, splits: $0, weights: storages.last!) }
+    }
+
+    /// The lossless plans of a checkpoint whose weights are not f16.
+    public static let losslessPlans = losslessPlans(halfWeights: false)
 
     public static func choose(folder: String, request: GenerationRequest, budget: Int?, allowDegrade: Bool = false,
                               workspacePolicy: WorkspacePolicy) throws -> PlanReport {
@@ -92,6 +96,7 @@ public enum Planner {
         func predict(_ plan: ExecutionPlan, _ request: GenerationRequest) throws -> MemoryPrediction {
             try MemoryPredictor.predict(models: models, request: request, plan: plan)
         }
+        let losslessPlans = losslessPlans(halfWeights: ModelFolder.halfStorageIsLossless(folder: folder))
         var alternatives: [(plan: ExecutionPlan, prediction: MemoryPrediction)] = []
         for plan in losslessPlans {
             let prediction = try predict(plan, request)

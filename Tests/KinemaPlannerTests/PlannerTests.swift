@@ -53,6 +53,37 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(peaks.min(), peaks.last)
     }
 
+    func testF16WeightsAreOfferedForF16CheckpointsAndChangeNoValue() throws {
+        // The bundled model is an f16 checkpoint; the fixtures are f32.
+        let tiny = PlannerTests.pipelines.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Models/kinema-tiny").path
+        XCTAssertTrue(ModelFolder.halfStorageIsLossless(folder: tiny))
+        XCTAssertFalse(ModelFolder.halfStorageIsLossless(folder: folder))
+        XCTAssertFalse(Planner.losslessPlans.contains { $0.weights == .f16 })
+        XCTAssertTrue(Planner.losslessPlans(halfWeights: true).contains { $0.weights == .f16 })
+
+        var settings = request()
+        (settings.width, settings.height, settings.frames, settings.steps) = (64, 48, 3, 2)
+        let picture = try image()
+        var frames: [[Float]] = [], peaks: [[String: Int]] = []
+        for weights in [ExecutionPlan.Weights.compute, .f16] {
+            let plan = ExecutionPlan(guidance: .batched, residency: .all, weights: weights)
+            let cpu = CPUBackend()
+            let models = try ModelFolder(folder: tiny, backend: cpu, weights: .files(variant: nil))
+            let recorder = PhasePeakRecorder(meter: cpu.allocator.meter)
+            frames.append(try ImageToVideoPipeline(folder: models).generate(image: picture, request: settings, plan: plan) { recorder.record($0) }.frames)
+            recorder.close()
+            let predicted = try MemoryPredictor.predict(folder: tiny, request: settings, plan: plan, workspacePolicy: policy)
+            XCTAssertEqual(predicted.phasePeakBytes, recorder.peaks, "\(weights)")
+            peaks.append(recorder.peaks)
+        }
+        XCTAssertEqual(zip(frames[0], frames[1]).map { abs($0 - $1) }.max(), 0, "f16 storage of f16 weights changes nothing")
+        // The UNet's matrices (14 MiB in f16) are most of the denoising peak at this size.
+        XCTAssertLessThan(Double(peaks[1]["denoise"]!), 0.7 * Double(peaks[0]["denoise"]!), "\(peaks)")
+        let chosen = try Planner.choose(folder: tiny, request: settings, budget: peaks[1]["denoise"]!, workspacePolicy: policy)
+        XCTAssertEqual(chosen.plan.weights, .f16)
+    }
+
     func testSplitActivationsShrinkTheDenoisingPeak() throws {
         // 8 frames of 256×256, serial guidance: the transformers' and resnets' intermediates (not the
         // tiny fixture's weights) make the denoising peak; each doubling of the parts lowers it.
