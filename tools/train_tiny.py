@@ -32,11 +32,11 @@ folder (the optimizer restarts). --max-minutes ends the run cleanly (a checkpoin
 every --save-minutes). --init-only saves the random initialisation (for timing `kinema generate`
 before any GPU time).
 
-GPU (2026-11-30, one H200, diffusers' wheel carried in .whl/, tokenizer in .gpu/clip-tokenizer): the
-trainer was started in its own session so that one 17.5-minute run spans two 10-minute device calls:
-  setsid nohup python3 tools/train_tiny.py --out /tmp/w/kinema-tiny --tokenizer .gpu/clip-tokenizer \
-      --max-minutes 17.5 --vae-minutes 2 --save-minutes 3.2 --batch 32 --canvases 1500 &
-  # fine-tune: --resume <checkpoint> --vae-minutes 0 --max-minutes 3.3 --lr 3e-4 --text-lr 2e-3 --high-t 0.7
+GPU: tools/gpu/README.md gives the device calls that trained the shipped weights (tools/gpu/start.sh
+starts this script in its own session so that one run spans two 10-minute calls; collect.sh gathers it).
+Attempt 3 (the shipped weights) resumed attempt 2 with the defaults above plus
+  --vae-minutes 0 --max-minutes 16.5 --batch 48 --lr 5e-4 --save-minutes 4 --canvases 1500   (run 1)
+  --vae-minutes 0 --max-minutes 8.7 --lr 3e-4 --warmup 50 --high-t 0.6 --ema 0.998 --text-pretrain-steps 0   (run 2)
 CPU smoke test:
   python tools/train_tiny.py --out /tmp/kt --tokenizer /work/shared/data/clip-tokenizer --width 32 --height 32 \
       --frames 4 --batch 2 --vae-steps 2 --unet-steps 2 --canvases 4 --device cpu --vae-eval-images 2 --workers 1
