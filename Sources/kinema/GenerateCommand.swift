@@ -80,6 +80,9 @@ struct Generate: ParsableCommand {
         let bar = ProgressBar(enabled: !quiet)
         let clock = PhaseClock()
         let recorder = PhasePeakRecorder(meter: backend.allocator.meter)
+        // What the process holds before any model memory (code, libraries, the decoded picture): the
+        // fixed part of its peak RSS, which the report states beside the predicted peak.
+        let baselineRSS = ProcessMemory.residentBytes
         bar.phase("loading \(modelFolder)")
         let folder = try ModelFolder(folder: modelFolder, backend: backend, weights: .files(variant: variant))
         clock.finish("load")
@@ -112,6 +115,7 @@ struct Generate: ParsableCommand {
                 "measured_peak_bytes": recorder.peaks.values.max() ?? 0, "measured_phase_peak_bytes": recorder.peaks,
                 "predicted_peak_bytes": chosen.prediction.peakBytes, "predicted_phase_peak_bytes": chosen.prediction.phasePeakBytes,
                 "weight_bytes": chosen.prediction.weightBytes, "peak_rss_bytes": ProcessMemory.peakResidentBytes,
+                "baseline_rss_bytes": baselineRSS,
                 "plan": PlanDescription.json(chosen.plan, request: request, threads: backend.threads),
                 "degradations": chosen.degradations, "memory_budget_bytes": budget as Any,
             ]
@@ -213,11 +217,14 @@ final class PhaseClock {
     }
 }
 
-/// The process's peak resident set size (VmHWM), 0 where /proc is absent.
+/// The process's resident set size now (VmRSS) and at its peak (VmHWM), 0 where /proc is absent.
 enum ProcessMemory {
-    static var peakResidentBytes: Int {
+    static var peakResidentBytes: Int { field("VmHWM:") }
+    static var residentBytes: Int { field("VmRSS:") }
+
+    private static func field(_ name: String) -> Int {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name) }),
               let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
         return kilobytes * 1024
     }
