@@ -57,11 +57,8 @@ enum JSONBody {
 }
 
 /// Turns every error a handler throws into the JSON error shape: `APIError`s as they are, Hummingbird's own
-/// HTTP errors (unknown route, body too large) with their status, anything else as a logged 500. A path
-/// that exists under other methods answers 405 with `Allow` rather than the router's 404.
+/// HTTP errors (unknown route, body too large) with their status, anything else as a logged 500.
 struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-    let routes: RouteTable
-
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
@@ -69,13 +66,6 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return error.response()
         } catch let error as HTTPResponseError {
             let status = error.status
-            if status == .notFound, let allowed = routes.methods(for: request.uri.path), !allowed.contains(request.method) {
-                let list = allowed.map(\.rawValue).joined(separator: ", ")
-                var response = APIError(.methodNotAllowed, "method_not_allowed",
-                                        "\(request.method.rawValue) is not allowed on \(request.uri.path); it answers \(list)").response()
-                response.headers[.allow] = list
-                return response
-            }
             let code: String
             switch status {
             case .notFound: code = "not_found"

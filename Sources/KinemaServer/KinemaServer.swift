@@ -32,16 +32,13 @@ public enum KinemaServer {
                                 timing: timing, metrics: metrics, configuration: configuration)
         let routes = APIRoutes(parts: parts)
 
-        // The routes are registered once on a scratch router to learn their paths and methods (405s).
-        let probe = Router()
-        routes.register(on: probe)
-        Site(routes: routes, logger: logger).register(on: probe)
         let router = Router()
-        router.add(middleware: ErrorMiddleware(routes: RouteTable(probe)))
+        router.add(middleware: ErrorMiddleware())
         router.add(middleware: MetricsMiddleware())
         if let token = configuration.apiToken { router.add(middleware: TokenMiddleware(token: token)) }
         routes.register(on: router)
         Site(routes: routes, logger: logger).register(on: router)
+        router.add(middleware: MethodNotAllowedMiddleware(routes: RouteTable(router)))
 
         var services: [any Service] = []
         if configuration.runsWorker {

@@ -44,3 +44,21 @@ struct RouteTable: Sendable {
         return best?.methods.sorted { $0.rawValue < $1.rawValue }
     }
 }
+
+/// Added to the router after every route: Hummingbird then applies it only to requests no route
+/// answered (its not-found responder is built from the middlewares present at the end). A path
+/// that exists under other methods answers 405 with `Allow`; anything else goes on to the 404.
+struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
+    let routes: RouteTable
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let allowed = routes.methods(for: request.uri.path), !allowed.contains(request.method) else {
+            return try await next(request, context)
+        }
+        let list = allowed.map(\.rawValue).joined(separator: ", ")
+        var response = APIError(.methodNotAllowed, "method_not_allowed",
+                                "\(request.method.rawValue) is not allowed on \(request.uri.path); it answers \(list)").response()
+        response.headers[.allow] = list
+        return response
+    }
+}
