@@ -20,6 +20,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -70,8 +71,12 @@ let package = Package(
         .testTarget(name: "KinemaCLITests", dependencies: ["kinema", "KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KinemaServerTests", dependencies: ["KinemaServer"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KinemaCoreTests", dependencies: ["KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
-        .target(name: "KinemaJobs", dependencies: [.product(name: "SQLiteNIO", package: "sqlite-nio")]),
-        .testTarget(name: "KinemaJobsTests", dependencies: ["KinemaJobs"], swiftSettings: [.swiftLanguageMode(.v5)]),
+        .target(name: "KinemaJobs", dependencies: [
+            .product(name: "SQLiteNIO", package: "sqlite-nio"),
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "KinemaJobsTests", dependencies: ["KinemaJobs", .product(name: "PostgresNIO", package: "postgres-nio")], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(
             name: "KinemaCPUTests", dependencies: ["KinemaCore", "KinemaCPU"],
             exclude: ["Fixtures"],

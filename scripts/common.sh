@@ -57,3 +57,49 @@ kinema_make_test_model() {
             "frames": {"min": 2, "max": 16, "step": 1}, "steps": {"min": 2, "max": 50, "step": 1}}}
 JSON
 }
+
+# A private, throw-away PostgreSQL server for the tests: Debian's `postgresql` package (installed when
+# missing), a new cluster in a temporary folder on a free loopback port, trust authentication for the
+# superuser `kinema`, fsync off (nothing in it outlives the run). Exports KINEMA_TEST_POSTGRES_URL and
+# KINEMA_TEST_POSTGRES_DIR (the tests stop and restart the server through pg_ctl on it); stop it with
+# kinema_stop_test_postgres. PostgreSQL refuses to run as root, so as root the cluster belongs to `postgres`.
+kinema_start_test_postgres() {
+    kinema_install_system_packages postgresql
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    [ -x "$bin/initdb" ] || { echo "error: PostgreSQL's initdb was not found under /usr/lib/postgresql" >&2; return 1; }
+    local dir port as=()
+    dir=$(mktemp -d /tmp/kinema-postgres.XXXXXX)
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres: "$dir"
+        as=(runuser -u postgres --)
+    fi
+    "${as[@]}" "$bin/initdb" -D "$dir/data" -U kinema --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log" >&2; return 1; }
+    cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 300
+CONF
+    "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+        || { cat "$dir/server.log" >&2; return 1; }
+    export KINEMA_TEST_POSTGRES_DIR="$dir"
+    export KINEMA_TEST_POSTGRES_BIN="$bin"
+    export KINEMA_TEST_POSTGRES_URL="postgres://kinema@127.0.0.1:$port/postgres?sslmode=disable"
+    echo "PostgreSQL test server: $KINEMA_TEST_POSTGRES_URL (cluster in $dir)"
+}
+
+# Stops the server kinema_start_test_postgres started and removes its cluster.
+kinema_stop_test_postgres() {
+    [ -n "${KINEMA_TEST_POSTGRES_DIR:-}" ] || return 0
+    local as=()
+    [ "$(id -u)" -eq 0 ] && as=(runuser -u postgres --)
+    "${as[@]}" "$KINEMA_TEST_POSTGRES_BIN/pg_ctl" -D "$KINEMA_TEST_POSTGRES_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$KINEMA_TEST_POSTGRES_DIR"
+    unset KINEMA_TEST_POSTGRES_DIR KINEMA_TEST_POSTGRES_URL
+}

@@ -67,6 +67,35 @@ public protocol JobStore: Sendable {
 
     /// Releases the store's connection; call it before dropping the store, which cannot be used afterwards.
     func close() async throws
+
+    /// Whether `waitForWork` and `waitForChange` return as soon as another node writes (PostgreSQL's NOTIFY),
+    /// rather than only at their timeout.
+    var announcesChanges: Bool { get }
+
+    /// Returns when a job may have become claimable (submitted, released or retried, by any node) or after
+    /// `timeout` seconds, whichever comes first. Idle workers wait here between claims. A lapsed lease wakes
+    /// nobody, so callers still claim at least every `timeout`.
+    func waitForWork(timeout: Double) async
+
+    /// Returns when the job `id` may have changed (any node's write) or after `timeout` seconds; true when a
+    /// change was announced (a cached copy of the job is then stale). Event streams wait here between reads.
+    @discardableResult
+    func waitForChange(of id: String, timeout: Double) async -> Bool
+}
+
+extension JobStore {
+    /// Without notifications, waiting is sleeping: callers poll.
+    public var announcesChanges: Bool { false }
+
+    public func waitForWork(timeout: Double) async {
+        try? await Task.sleep(nanoseconds: UInt64(max(0, timeout) * 1e9))
+    }
+
+    @discardableResult
+    public func waitForChange(of id: String, timeout: Double) async -> Bool {
+        try? await Task.sleep(nanoseconds: UInt64(max(0, timeout) * 1e9))
+        return false
+    }
 }
 
 /// What `submit` did with a request.

@@ -10,8 +10,10 @@ public enum JobStoreError: Error, Equatable, CustomStringConvertible, LocalizedE
     case invalidLimit(Int, allowed: ClosedRange<Int>)
     /// A stored row that cannot be read back as a job.
     case corruptRow(jobID: String, column: String)
-    /// The database itself failed (file not writable, disk full, locked too long, ...).
+    /// The database itself failed (file not writable, disk full, locked too long, server unreachable, ...).
     case database(path: String, message: String)
+    /// A `--store` value that is neither a PostgreSQL URL nor usable as one.
+    case invalidStoreURL(text: String, reason: String)
 
     /// The message to show a user or operator.
     public var description: String {
@@ -27,6 +29,8 @@ public enum JobStoreError: Error, Equatable, CustomStringConvertible, LocalizedE
             return "The stored job \(jobID) has an unreadable '\(column)' column: the job database is damaged."
         case let .database(path, message):
             return "The job database at \(path) failed: \(message)"
+        case let .invalidStoreURL(text, reason):
+            return "The store '\(text)' is not a PostgreSQL URL Kinema can use: \(reason)."
         }
     }
 

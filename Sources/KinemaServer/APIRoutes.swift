@@ -41,13 +41,12 @@ struct APIRoutes: Sendable {
     }
 
     func storeImage(_ data: Data) async throws -> UploadStore.Upload {
-        let uploads = parts.uploads
-        return try await BlockingWork.run { try uploads.store(data) }
+        try await parts.uploads.store(data)
     }
 
     func uploadedImage(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let id = context.parameters.get("image_id") ?? ""
-        guard let upload = try parts.uploads.find(id) else { throw APIError.notFound("upload with id \(id)") }
+        guard let upload = try await parts.uploads.find(id) else { throw APIError.notFound("upload with id \(id)") }
         return try FileResponse.make(parts.uploads.fileURL(id), contentType: upload.contentType, request: request)
     }
 
@@ -81,7 +80,7 @@ struct APIRoutes: Sendable {
             fields["image_id"] = .string(try await storeImage(image).imageID)
         }
         let params = try JobParameters.parse(fields, catalog: parts.catalog, requireImage: true)
-        guard try parts.uploads.find(params.imageID!) != nil else {
+        guard try await parts.uploads.find(params.imageID!) != nil else {
             throw APIError(.notFound, "unknown_image", "no uploaded image has id \(params.imageID!); upload it to /api/v1/uploads first", field: "image_id")
         }
         let outcome = try await parts.planner.plan(params)
@@ -127,7 +126,7 @@ struct APIRoutes: Sendable {
         let record = JobRecord.decode(job.params)
         var outputs: [String: String] = [:]
         if job.status == .succeeded {
-            for name in OutputStore.fileOrder where parts.outputs.file(job.id, name) != nil { outputs[name] = "/api/v1/jobs/\(job.id)/\(name)" }
+            for name in parts.outputs.published(job.id) { outputs[name] = "/api/v1/jobs/\(job.id)/\(name)" }
         }
         var params = record?.params.json ?? [:]
         params["seed"] = job.seed
@@ -226,7 +225,7 @@ struct APIRoutes: Sendable {
         let id = try await job(context).id
         defer { statusCache.remove(id) }
         guard try await parts.store.delete(id: id) != nil else { throw APIError.notFound("job with id \(id)") }
-        parts.outputs.remove(id)
+        await parts.outputs.remove(id)
         return Response(status: .noContent)
     }
 
@@ -236,7 +235,7 @@ struct APIRoutes: Sendable {
         guard let type = OutputStore.files[name] else {
             throw APIError.notFound("output named \(name); the outputs are \(OutputStore.fileOrder.joined(separator: ", "))")
         }
-        guard job.status == .succeeded, let url = parts.outputs.file(job.id, name) else {
+        guard job.status == .succeeded, let url = try await parts.outputs.file(job.id, name) else {
             throw APIError(.notFound, "not_found", "job \(job.id) has no \(name) (it is \(job.status.rawValue))")
         }
         return try FileResponse.make(url, contentType: type, request: request)

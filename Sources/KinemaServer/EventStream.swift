@@ -10,7 +10,7 @@ import ServiceLifecycle
 /// `Last-Event-ID` resumes after the last event a client saw, even on another process. A stream ends
 /// when the server begins a graceful shutdown (clients reconnect to the next server).
 enum EventStream {
-    static let pollInterval: UInt64 = 200_000_000
+    static let pollSeconds = 0.2
     /// A stream ends after this long (clients reconnect with Last-Event-ID), so no request lives forever.
     static let maximumSeconds: Double = 600
 
@@ -30,7 +30,12 @@ enum EventStream {
                 }
                 lastStatus = job.status
                 if job.status.isFinished { break }
-                try await Task.sleep(nanoseconds: pollInterval)
+                // A store that announces changes (PostgreSQL: whichever node wrote them) wakes the stream at
+                // once, and the cached status is then stale; otherwise this is a poll.
+                if await routes.parts.store.waitForChange(of: id, timeout: routes.parts.store.announcesChanges ? 2 : pollSeconds) {
+                    routes.statusCache.remove(id)
+                }
+                try Task.checkCancellation()
                 current = try await routes.recentJob(id)?.job
                 if current == nil {
                     let gone = String(decoding: JSONBody.data(APIError.notFound("job with id \(id) (it was deleted)").body), as: UTF8.self)

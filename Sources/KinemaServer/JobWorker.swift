@@ -72,6 +72,8 @@ final class JobWorker: Service, @unchecked Sendable {
     let parts: ServerParts
     let logger: Logger
     let backend: CPUBackend
+    /// This worker's name in leases.
+    let workerID: String
     private let lock = NSLock()
     private var current: RunControl?
     private var stopping = false
@@ -81,6 +83,7 @@ final class JobWorker: Service, @unchecked Sendable {
         self.parts = parts
         self.backend = backend
         self.logger = logger
+        workerID = parts.configuration.resolvedWorkerID
     }
 
     /// How often the lease is renewed when nothing else is written.
@@ -92,14 +95,16 @@ final class JobWorker: Service, @unchecked Sendable {
         await withGracefulShutdownHandler {
             while !lock.withLock({ stopping }) {
                 do {
-                    if let job = try await parts.store.claim(workerID: parts.configuration.workerID, leaseSeconds: parts.configuration.leaseSeconds) {
+                    if let job = try await parts.store.claim(workerID: workerID, leaseSeconds: parts.configuration.leaseSeconds) {
                         await runJob(job)
                         continue
                     }
                 } catch {
                     logger.error("the worker could not claim a job: \(error)")
                 }
-                try? await Task.sleep(nanoseconds: 250_000_000)
+                // Woken early by a submission on any node where the store announces them; a lapsed lease
+                // announces nothing, so claims are still tried at this pace.
+                await parts.store.waitForWork(timeout: parts.store.announcesChanges ? 1 : 0.25)
             }
         } onGracefulShutdown: {
             self.lock.withLock {
@@ -141,7 +146,7 @@ final class JobWorker: Service, @unchecked Sendable {
                 let since = Date().timeIntervalSince(lastWrite)
                 guard since >= heartbeatSeconds || (progress != written && since >= Self.progressInterval) else { continue }
                 do {
-                    let kept = try await parts.store.heartbeat(id: job.id, attempt: job.attempt, workerID: parts.configuration.workerID,
+                    let kept = try await parts.store.heartbeat(id: job.id, attempt: job.attempt, workerID: workerID,
                                                         leaseSeconds: parts.configuration.leaseSeconds, progress: progress)
                     (written, lastWrite) = (progress, Date())
                     if !kept { control.request(.fenced) }
@@ -163,12 +168,14 @@ final class JobWorker: Service, @unchecked Sendable {
         heartbeat.cancel()
         // Outputs go into place only while this attempt still holds the job.
         do {
-            let stillHeld = try await parts.store.heartbeat(id: job.id, attempt: job.attempt, workerID: parts.configuration.workerID,
-                                                      leaseSeconds: parts.configuration.leaseSeconds,
-                                                      progress: JobProgress(phase: .encodeVideo, step: 1, totalSteps: 1, progress: 1, etaSeconds: 0))
+            let stillHeld = try await persist("the last heartbeat of job \(job.id)") {
+                try await self.parts.store.heartbeat(id: job.id, attempt: job.attempt, workerID: self.workerID,
+                                                     leaseSeconds: self.parts.configuration.leaseSeconds,
+                                                     progress: JobProgress(phase: .encodeVideo, step: 1, totalSteps: 1, progress: 1, etaSeconds: 0))
+            }
             guard stillHeld else { throw GenerationStop.fenced }
-            try parts.outputs.publish(partial, id: job.id)
-            if try await parts.store.complete(id: job.id, attempt: job.attempt, outcome: .succeeded) {
+            try await persist("publishing the outputs of job \(job.id)") { try await self.parts.outputs.publish(partial, id: job.id) }
+            if try await persist("completing job \(job.id)", { try await self.parts.store.complete(id: job.id, attempt: job.attempt, outcome: .succeeded) }) {
                 parts.timing.record(params, phaseSeconds: control.secondsByPhase)
                 parts.metrics.generationSeconds.record(Date().timeIntervalSince(control.start))
                 parts.metrics.jobFinished("succeeded")
@@ -176,6 +183,19 @@ final class JobWorker: Service, @unchecked Sendable {
             }
         } catch {
             await finish(job, error: error, control: control, log: log)
+        }
+    }
+
+    /// Runs a store write that settles a job, again every half second while the database cannot be reached
+    /// (a PostgreSQL restart), for at most twice the lease; the attempt counter keeps a late write harmless.
+    private func persist<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
+        let deadline = Date().addingTimeInterval(max(30, 2 * parts.configuration.leaseSeconds))
+        while true {
+            do { return try await body() } catch let error as JobStoreError {
+                guard case .database = error, Date() < deadline else { throw error }
+                logger.warning("\(what) failed, trying again: \(error)")
+                try? await Task.sleep(nanoseconds: 500_000_000)
+            }
         }
     }
 
@@ -187,14 +207,16 @@ final class JobWorker: Service, @unchecked Sendable {
         case .fenced?:
             log.warning("job \(job.id) attempt \(job.attempt): another worker holds the job now (or it was deleted); stopped without writing outputs")
         case .shutdown?:
-            let released = (try? await parts.store.release(id: job.id, attempt: job.attempt)) ?? false
+            let released = (try? await persist("handing job \(job.id) back") { try await self.parts.store.release(id: job.id, attempt: job.attempt) }) ?? false
             log.info("job \(job.id) \(released ? "went back to the queue" : "was left as it is") at shutdown")
         case .cancelled?:
             if (try? await parts.store.complete(id: job.id, attempt: job.attempt, outcome: .cancelled)) == true { parts.metrics.jobFinished("cancelled") }
             log.info("job \(job.id) cancelled")
         case nil:
             let message = (error as? APIError)?.message ?? "\(error)"
-            if (try? await parts.store.complete(id: job.id, attempt: job.attempt, outcome: .failed(error: message))) == true { parts.metrics.jobFinished("failed") }
+            if (try? await persist("failing job \(job.id)") { try await self.parts.store.complete(id: job.id, attempt: job.attempt, outcome: .failed(error: message)) }) == true {
+                parts.metrics.jobFinished("failed")
+            }
             log.error("job \(job.id) failed: \(message)")
         }
     }
@@ -202,7 +224,7 @@ final class JobWorker: Service, @unchecked Sendable {
     /// Loads the image, plans within the budget, runs the pipeline and writes every output into `folder`.
     private func generate(job: Job, params: JobParameters, into folder: URL, control: RunControl) async throws {
         try Self.writeParams(params, seed: job.seed, to: folder.appendingPathComponent("params.json"))
-        guard let imageID = params.imageID, let upload = try parts.uploads.find(imageID) else {
+        guard let imageID = params.imageID, let upload = try await parts.uploads.find(imageID) else {
             throw APIError(.unprocessableContent, "unknown_image", "the job's image is no longer stored")
         }
         let outcome = try await parts.planner.plan(params)

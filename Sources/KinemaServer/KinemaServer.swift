@@ -7,11 +7,13 @@ import KinemaPipeline
 import Logging
 import ServiceLifecycle
 
-/// `kinema serve`: the WebUI at `/`, the API under `/api/v1`, and one worker running the queue.
+/// `kinema serve` and `kinema worker`: the WebUI at `/`, the API under `/api/v1`, and a worker running the
+/// queue, in one process (the single-machine default) or split into API nodes and workers sharing a
+/// PostgreSQL store.
 public enum KinemaServer {
     public static var version: String { kinemaVersion }
 
-    /// Runs the server until SIGINT or SIGTERM; the running job then stops at its next step and is re-queued.
+    /// Runs until SIGINT or SIGTERM; the running job then stops at its next step and is re-queued.
     public static func run(_ configuration: ServerConfiguration, logger: Logger) async throws {
         try configuration.validate()
         let data = URL(fileURLWithPath: configuration.dataDirectory).standardizedFileURL
@@ -19,9 +21,32 @@ public enum KinemaServer {
             throw ServerError("cannot use the data directory \(data.path): \(error.localizedDescription)")
         }
         let catalog = try ModelCatalog(configuration.models)
-        let store = try await SQLiteJobStore.open(path: data.appendingPathComponent("jobs.sqlite3").path, queueLimit: configuration.queueLimit)
-        let uploads = try UploadStore(dataDirectory: data, limitBytes: configuration.uploadLimitBytes)
-        let outputs = try OutputStore(dataDirectory: data)
+        let (store, blobs) = try await openStore(configuration, data: data, logger: logger)
+        do {
+            try await serve(configuration, data: data, catalog: catalog, store: store, blobs: blobs, logger: logger)
+        } catch {
+            try? await store.close()
+            throw error
+        }
+        try? await store.close()
+    }
+
+    /// The SQLite database in the data directory, or the PostgreSQL server of `--store` with its blob store.
+    static func openStore(_ configuration: ServerConfiguration, data: URL, logger: Logger) async throws -> (any JobStore, (any BlobStore)?) {
+        guard let text = configuration.storeURL else {
+            let store = try await SQLiteJobStore.open(path: data.appendingPathComponent("jobs.sqlite3").path, queueLimit: configuration.queueLimit)
+            return (store, nil)
+        }
+        var postgresLogger = logger
+        postgresLogger.logLevel = max(logger.logLevel, .warning)  // the pool logs every reconnection attempt at info
+        let store = try await PostgresJobStore.open(url: try PostgresURL(text), queueLimit: configuration.queueLimit, logger: postgresLogger)
+        return (store, store.blobs)
+    }
+
+    private static func serve(_ configuration: ServerConfiguration, data: URL, catalog: ModelCatalog, store: any JobStore,
+                              blobs: (any BlobStore)?, logger: Logger) async throws {
+        let uploads = try UploadStore(dataDirectory: data, limitBytes: configuration.uploadLimitBytes, shared: blobs)
+        let outputs = try OutputStore(dataDirectory: data, shared: blobs)
         try await dropFinishedPartials(outputs, store: store)
         let backend = CPUBackend(threads: configuration.threads)
         let planner = try PlanService(catalog: catalog, serverBudget: configuration.memoryBudget, headroom: configuration.memoryHeadroom,
@@ -30,8 +55,20 @@ public enum KinemaServer {
         let metrics = ServerMetrics()
         let parts = ServerParts(store: store, catalog: catalog, uploads: uploads, outputs: outputs, planner: planner,
                                 timing: timing, metrics: metrics, configuration: configuration)
-        let routes = APIRoutes(parts: parts)
+        let storeName = configuration.storeURL.flatMap { try? PostgresURL($0).description } ?? "the SQLite database in \(data.path)"
 
+        var services: [any Service] = []
+        if configuration.runsWorker {
+            services.append(JobWorker(parts: parts, backend: backend, logger: logger))
+        }
+        guard configuration.servesAPI else {
+            logger.notice("Kinema \(version) worker \(configuration.resolvedWorkerID) is running jobs from \(storeName) on the \(configuration.device) with \(catalog.models.map(\.name).joined(separator: ", "))")
+            let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
+            return
+        }
+
+        let routes = APIRoutes(parts: parts)
         let router = Router()
         router.add(middleware: ErrorMiddleware())
         router.add(middleware: MetricsMiddleware())
@@ -40,25 +77,18 @@ public enum KinemaServer {
         Site(routes: routes, logger: logger).register(on: router)
         router.add(middleware: MethodNotAllowedMiddleware(routes: RouteTable(router)))
 
-        var services: [any Service] = []
-        if configuration.runsWorker {
-            services.append(JobWorker(parts: parts, backend: backend, logger: logger))
-        }
         let host = configuration.host, port = configuration.port
+        let role = configuration.runsWorker ? "" : " (API only: workers run the jobs)"
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(host, port: port), serverName: "Kinema"),
             services: services,
             onServerRunning: { channel in
                 let shown = host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host
-                logger.notice("Kinema \(version) is serving \(catalog.models.map(\.name).joined(separator: ", ")) at http://\(shown):\(channel.localAddress?.port ?? port)/")
+                logger.notice("Kinema \(version) is serving \(catalog.models.map(\.name).joined(separator: ", ")) at http://\(shown):\(channel.localAddress?.port ?? port)/ with jobs in \(storeName)\(role)")
             },
             logger: logger)
-        do { try await app.runService() } catch {
-            try? await store.close()
-            throw error
-        }
-        try? await store.close()
+        try await app.runService()
     }
 
     /// Partial folders of runs that are over (the job finished, was deleted, or is queued again) are removed

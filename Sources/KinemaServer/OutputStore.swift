@@ -1,10 +1,16 @@
 import Foundation
+import KinemaJobs
 
 /// Finished outputs live in `outputs/<job id>/`; a run writes into `outputs/.partial/<job id>-<attempt>/`
 /// and the folder is renamed into place only when everything in it is complete.
+///
+/// With a `shared` blob store (several nodes, no shared file system) publishing stores every file there
+/// before the job is completed, and `outputs/<job id>/` becomes a local cache that an API node fills from the
+/// blob store on the first request for one of the job's files.
 struct OutputStore: Sendable {
     let root: URL
     let partialRoot: URL
+    let shared: (any BlobStore)?
 
     /// The files a finished job has, and their types.
     static let files: [String: String] = [
@@ -13,9 +19,10 @@ struct OutputStore: Sendable {
     ]
     static let fileOrder = ["video.mp4", "preview.gif", "preview.webp", "poster.png", "params.json"]
 
-    init(dataDirectory: URL) throws {
+    init(dataDirectory: URL, shared: (any BlobStore)? = nil) throws {
         root = dataDirectory.appendingPathComponent("outputs")
         partialRoot = root.appendingPathComponent(".partial")
+        self.shared = shared
         try FileManager.default.createDirectory(at: partialRoot, withIntermediateDirectories: true)
     }
 
@@ -34,9 +41,16 @@ struct OutputStore: Sendable {
         return folder
     }
 
-    /// Moves a complete partial folder into place. An existing folder (published by an earlier attempt of
-    /// the same parameters and seed) is kept and this one dropped.
-    func publish(_ partial: URL, id: String) throws {
+    /// Moves a complete partial folder into place (with a shared blob store: stores its files there first).
+    /// Existing outputs (published by an earlier attempt of the same parameters and seed) are kept and these
+    /// dropped.
+    func publish(_ partial: URL, id: String) async throws {
+        if let shared {
+            let blobs = try Self.fileOrder.map { name in
+                (key: "outputs/\(id)/\(name)", contentType: Self.files[name]!, bytes: try Data(contentsOf: partial.appendingPathComponent(name)))
+            }
+            try await shared.put(blobs)
+        }
         let target = folder(id)
         if rename(partial.path, target.path) != 0 {
             let error = errno
@@ -48,15 +62,34 @@ struct OutputStore: Sendable {
     }
 
     /// The path of one output file, nil for a name that is not an output or a file that does not exist.
-    func file(_ id: String, _ name: String) -> URL? {
-        guard Self.isValidJobID(id), Self.files[name] != nil else { return nil }
+    /// With a shared blob store, a file this node does not have yet is fetched into the local cache.
+    func file(_ id: String, _ name: String) async throws -> URL? {
+        guard Self.isValidJobID(id), let type = Self.files[name] else { return nil }
         let url = folder(id).appendingPathComponent(name)
-        return FileManager.default.fileExists(atPath: url.path) ? url : nil
+        if FileManager.default.fileExists(atPath: url.path) { return url }
+        guard let shared, let blob = try await shared.get("outputs/\(id)/\(name)") else { return nil }
+        // Written under a temporary name and renamed, so a concurrent reader never sees half a file.
+        try FileManager.default.createDirectory(at: folder(id), withIntermediateDirectories: true)
+        let staging = folder(id).appendingPathComponent(".\(name)-\(UUID().uuidString)")
+        try blob.bytes.write(to: staging)
+        guard rename(staging.path, url.path) == 0 else {
+            try? FileManager.default.removeItem(at: staging)
+            throw ServerError("could not cache output \(name) of job \(id) (\(type)): \(String(cString: strerror(errno)))")
+        }
+        return url
     }
 
-    /// Removes a job's outputs and partial files.
-    func remove(_ id: String) {
+    /// The output files a succeeded job has: all of them with a shared blob store (publishing stores every
+    /// file before the job completes), else those in its local folder.
+    func published(_ id: String) -> [String] {
+        guard shared == nil else { return Self.fileOrder }
+        return Self.fileOrder.filter { FileManager.default.fileExists(atPath: folder(id).appendingPathComponent($0).path) }
+    }
+
+    /// Removes a job's outputs (from the shared blob store too) and partial files.
+    func remove(_ id: String) async {
         guard Self.isValidJobID(id) else { return }
+        try? await shared?.removeAll(withPrefix: "outputs/\(id)/")
         try? FileManager.default.removeItem(at: folder(id))
         removePartials(of: id)
     }

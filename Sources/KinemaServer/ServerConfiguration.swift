@@ -1,7 +1,30 @@
 import Foundation
 import KinemaJobs
 
-/// Everything `kinema serve` is told on its command line.
+/// The device a worker runs generations on. A plain enum so that each backend adds its case (`cuda:N`, ...).
+public enum ComputeDevice: Sendable, Equatable, CustomStringConvertible {
+    /// The CPU backend (OpenBLAS).
+    case cpu
+
+    /// The devices this build can run on, as `--device` spells them.
+    public static let supported = ["cpu"]
+
+    /// Reads a `--device` value.
+    public init(parsing text: String) throws {
+        switch text.lowercased() {
+        case "cpu": self = .cpu
+        default: throw ServerError("--device \(text) is not a device this build can run on; use one of: \(Self.supported.joined(separator: ", "))")
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .cpu: return "cpu"
+        }
+    }
+}
+
+/// Everything `kinema serve` and `kinema worker` are told on their command lines.
 public struct ServerConfiguration: Sendable {
     /// The address to bind; anything but loopback needs `apiToken` or `insecure`.
     public var host = "127.0.0.1"
@@ -28,8 +51,18 @@ public struct ServerConfiguration: Sendable {
     public var threads: Int?
     /// Whether this process runs a worker (a server with no worker only queues).
     public var runsWorker = true
-    /// The worker's name in leases; two processes on one database need different ones.
-    public var workerID = "\(ProcessInfo.processInfo.hostName)/cpu/\(getpid())"
+    /// Whether this process serves the WebUI and the API (`kinema worker` does not).
+    public var servesAPI = true
+    /// The shared job store, a PostgreSQL URL; nil for the SQLite database in the data directory. With a
+    /// URL, uploads and outputs are kept in the database too, so nodes need no shared file system.
+    public var storeURL: String?
+    /// The device the worker generates on.
+    public var device = ComputeDevice.cpu
+    /// The worker's name in leases; two processes on one database need different ones (default host/device/pid).
+    public var workerID: String?
+
+    /// The worker's name in leases.
+    public var resolvedWorkerID: String { workerID ?? "\(ProcessInfo.processInfo.hostName)/\(device)/\(getpid())" }
 
     public init(models: [ServedModel], dataDirectory: String) {
         self.models = models
@@ -52,6 +85,11 @@ public struct ServerConfiguration: Sendable {
         if let apiToken, apiToken.count < 8 { throw ServerError("--api-token must be at least 8 characters") }
         guard leaseSeconds >= 1 else { throw ServerError("--lease-seconds must be at least 1") }
         guard uploadLimitBytes > 0, queueLimit > 0 else { throw ServerError("limits must be positive") }
+        if let storeURL, !PostgresURL.looksLikeURL(storeURL) {
+            throw ServerError("--store takes a PostgreSQL URL such as postgres://kinema@db-host:5432/kinema?sslmode=disable, not '\(storeURL)'; "
+                + "leave it out to keep jobs in the SQLite database of the data directory")
+        }
+        guard servesAPI || runsWorker else { throw ServerError("this process would neither serve the API nor run jobs") }
     }
 }
 

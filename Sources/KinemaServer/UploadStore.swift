@@ -1,11 +1,17 @@
 import Foundation
+import KinemaJobs
 import KinemaPipeline
 
 /// Uploaded pictures, content-addressed: `uploads/<sha256>` holds the bytes as sent, `uploads/<sha256>.json`
 /// their decoded size and type. A file is stored only after ffmpeg decoded it as an image.
+///
+/// With a `shared` blob store (several nodes, no shared file system) every upload is also stored there, and
+/// the local folder becomes a cache: an image uploaded through one API node is fetched by the node that
+/// needs it (another API node, a worker) on first use.
 struct UploadStore: Sendable {
     let directory: URL
     let limitBytes: Int
+    let shared: (any BlobStore)?
 
     struct Upload: Codable, Sendable {
         var imageID: String
@@ -17,9 +23,10 @@ struct UploadStore: Sendable {
         var json: [String: Any] { ["image_id": imageID, "sha256": imageID, "width": width, "height": height] }
     }
 
-    init(dataDirectory: URL, limitBytes: Int) throws {
+    init(dataDirectory: URL, limitBytes: Int, shared: (any BlobStore)? = nil) throws {
         directory = dataDirectory.appendingPathComponent("uploads")
         self.limitBytes = limitBytes
+        self.shared = shared
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     }
 
@@ -28,14 +35,24 @@ struct UploadStore: Sendable {
         id.utf8.count == 64 && id.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
     }
 
-    /// Stores `data` after decoding it, or answers why not (413 too large, 415 not an image).
-    func store(_ data: Data) throws -> Upload {
+    /// Stores `data` after decoding it (on a thread of its own), or answers why not (413 too large, 415 not an
+    /// image); with a shared blob store, there too before answering.
+    func store(_ data: Data) async throws -> Upload {
+        let upload = try await BlockingWork.run { try storeLocally(data) }
+        if let shared {
+            try await shared.put([(key: "uploads/\(upload.imageID)", contentType: upload.contentType, bytes: data),
+                                  (key: "uploads/\(upload.imageID).json", contentType: "application/json", bytes: try JSONEncoder().encode(upload))])
+        }
+        return upload
+    }
+
+    private func storeLocally(_ data: Data) throws -> Upload {
         guard data.count <= limitBytes else {
             throw APIError(.contentTooLarge, "too_large", "the upload is \(data.count) bytes; the limit is \(limitBytes)")
         }
         guard !data.isEmpty else { throw APIError(.unsupportedMediaType, "not_an_image", "the upload is empty") }
         let id = SHA256.hex(data)
-        if let existing = try? find(id) { return existing }
+        if let existing = try? findLocally(id) { return existing }
         guard let contentType = Self.sniffType(data) else {
             throw APIError(.unsupportedMediaType, "not_an_image", "the upload is not a PNG, JPEG, WebP, GIF, BMP or TIFF image")
         }
@@ -54,8 +71,23 @@ struct UploadStore: Sendable {
         return upload
     }
 
-    /// The upload with this id, nil when there is none.
-    func find(_ id: String) throws -> Upload? {
+    /// The upload with this id, nil when there is none; with a shared blob store, fetched from it into the
+    /// local folder when this node has not seen it yet.
+    func find(_ id: String) async throws -> Upload? {
+        if let local = try findLocally(id) { return local }
+        guard let shared, Self.isValidID(id), let metadata = try await shared.get("uploads/\(id).json"),
+              let image = try await shared.get("uploads/\(id)") else { return nil }
+        let staging = directory.appendingPathComponent(".incoming-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: staging) }
+        try image.bytes.write(to: staging)
+        try metadata.bytes.write(to: metadataURL(id), options: .atomic)
+        guard rename(staging.path, fileURL(id).path) == 0 else {
+            throw ServerError("could not store the upload \(id) fetched from the shared store: \(String(cString: strerror(errno)))")
+        }
+        return try findLocally(id)
+    }
+
+    private func findLocally(_ id: String) throws -> Upload? {
         guard Self.isValidID(id), FileManager.default.fileExists(atPath: fileURL(id).path),
               let data = FileManager.default.contents(atPath: metadataURL(id).path) else { return nil }
         return try JSONDecoder().decode(Upload.self, from: data)

@@ -16,6 +16,7 @@ struct Kinema: ParsableCommand {
             Start here:
               kinema generate --image IN.png --prompt "camera zooms in" --output OUT.mp4
               kinema serve                    the WebUI and HTTP API on http://127.0.0.1:7860/
+              kinema worker --store URL       run jobs from a shared PostgreSQL queue (with serve --store URL)
               kinema plan --model-config DIR --width 768 --height 768 --frames 24
               kinema selftest                 check every op of the CPU backend against its reference
               kinema inspect MODEL_DIR        list a checkpoint's components, tensors and sizes
@@ -24,7 +25,7 @@ struct Kinema: ParsableCommand {
             Every subcommand has its own --help.
             """,
         version: kinemaVersion,
-        subcommands: [Generate.self, Serve.self, Plan.self, Inspect.self, SelfTestCommand.self, Bench.self]
+        subcommands: [Generate.self, Serve.self, Worker.self, Plan.self, Inspect.self, SelfTestCommand.self, Bench.self]
     )
 
     static func main() {

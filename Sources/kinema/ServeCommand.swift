@@ -12,6 +12,10 @@ struct Serve: ParsableCommand {
             /openapi.yaml). Jobs are kept in a SQLite database in the data directory and survive \
             restarts: a job that was running when the server stopped is run again.
 
+            With --store postgres://… the server is an API node of a cluster: jobs, uploads and \
+            outputs live in that PostgreSQL database, any number of API nodes may share it, and \
+            `kinema worker` processes (one per device, on any machines) run the jobs. See docs/deploy.md.
+
             The server binds 127.0.0.1 unless told otherwise; another address needs --api-token \
             (clients then send "Authorization: Bearer TOKEN") or --insecure.
 
@@ -19,6 +23,7 @@ struct Serve: ParsableCommand {
               kinema serve                                   the default model on 127.0.0.1:7860
               kinema serve --model ~/i2vgen-xl --memory-budget 12GiB
               kinema serve --host 0.0.0.0 --api-token "$(openssl rand -hex 16)"
+              kinema serve --store postgres://kinema@db:5432/kinema --host 0.0.0.0 --api-token TOKEN
             """
     )
 
@@ -31,8 +36,11 @@ struct Serve: ParsableCommand {
     @Option(help: "A diffusers model folder to serve (default: as for generate: $KINEMA_MODEL, ./Models/kinema-tiny, …).")
     var model: String?
 
-    @Option(help: "Where jobs, uploads and outputs are kept (default: $KINEMA_DATA, else ~/.local/share/kinema).")
+    @Option(help: "Where jobs, uploads and outputs are kept (default: $KINEMA_DATA, else ~/.local/share/kinema); with --store, a local cache.")
     var dataDir: String?
+
+    @Option(help: ArgumentHelp("A PostgreSQL URL (postgres://user[:password]@host[:port]/db[?sslmode=disable]) shared with other API nodes and workers; this process then serves the API only (default: $KINEMA_STORE, else SQLite in the data directory).", valueName: "url"))
+    var store: String?
 
     @Option(help: "Most memory one generation may plan for, e.g. 6GiB or auto; a job may ask for less, never more.")
     var memoryBudget: String?
@@ -70,9 +78,8 @@ struct Serve: ParsableCommand {
     func run() throws {
         let environment = ProcessInfo.processInfo.environment
         let folder = try ModelLocator.resolve(model)
-        let data = dataDir ?? environment["KINEMA_DATA"]
-            ?? (FileManager.default.homeDirectoryForCurrentUser.path + "/.local/share/kinema")
-        var configuration = ServerConfiguration(models: [ServedModel(folder: folder)], dataDirectory: data)
+        var configuration = ServerConfiguration(models: [ServedModel(folder: folder)], dataDirectory: defaultDataDirectory(dataDir))
+        configuration.storeURL = store ?? environment["KINEMA_STORE"].flatMap { $0.isEmpty ? nil : $0 }
         configuration.host = host
         configuration.port = port
         configuration.memoryBudget = memoryBudget
@@ -83,27 +90,37 @@ struct Serve: ParsableCommand {
         configuration.queueLimit = queueLimit
         configuration.leaseSeconds = leaseSeconds
         configuration.threads = threads
-        configuration.runsWorker = !noWorker
-        if let workerID { configuration.workerID = workerID }
+        configuration.runsWorker = !noWorker && configuration.storeURL == nil
+        configuration.workerID = workerID
         if let threads, threads < 1 { throw CLIError("--threads must be at least 1") }
-        guard let level = Logger.Level(rawValue: logLevel) else { throw CLIError("--log-level must be one of trace, debug, info, notice, warning, error") }
-
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "kinema")
-        let outcome = Outcome()
-        let done = DispatchSemaphore(value: 0)
-        Task.detached {
-            do { try await KinemaServer.run(configuration, logger: logger) } catch { outcome.error = error }
-            done.signal()
-        }
-        done.wait()
-        if let error = outcome.error { throw CLIError("\(error)") }
+        try runServer(configuration, logLevel: logLevel)
     }
-
-    /// The server task's error, handed to the waiting main thread.
-    final class Outcome: @unchecked Sendable { var error: Error? }
 }
+
+/// The data directory: the option, else $KINEMA_DATA, else ~/.local/share/kinema.
+func defaultDataDirectory(_ option: String?) -> String {
+    option ?? ProcessInfo.processInfo.environment["KINEMA_DATA"]
+        ?? (FileManager.default.homeDirectoryForCurrentUser.path + "/.local/share/kinema")
+}
+
+/// Sets up logging at `logLevel` and runs the server or worker until it stops.
+func runServer(_ configuration: ServerConfiguration, logLevel: String) throws {
+    guard let level = Logger.Level(rawValue: logLevel) else { throw CLIError("--log-level must be one of trace, debug, info, notice, warning, error") }
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+    let logger = Logger(label: "kinema")
+    let outcome = ServerOutcome()
+    let done = DispatchSemaphore(value: 0)
+    Task.detached {
+        do { try await KinemaServer.run(configuration, logger: logger) } catch { outcome.error = error }
+        done.signal()
+    }
+    done.wait()
+    if let error = outcome.error { throw CLIError("\(error)") }
+}
+
+/// The server task's error, handed to the waiting main thread.
+final class ServerOutcome: @unchecked Sendable { var error: Error? }

@@ -4,84 +4,98 @@ import XCTest
 
 final class JobSubmissionTests: JobStoreTestCase {
     func testSubmittedJobIsQueuedWithItsParamsSeedAndQueuePosition() async throws {
-        let store = try await openStore()
-        let params = randomParams()
-        let seed = UInt64.random(in: (UInt64(Int64.max) + 1)...UInt64.max)  // above Int64.max: stored by bit pattern
-        let first = try await submitJob(store, params: params, seed: seed)
-        let second = try await submitJob(store)
+        try await onEachBackend {
+            let store = try await openStore()
+            let params = randomParams()
+            let seed = UInt64.random(in: (UInt64(Int64.max) + 1)...UInt64.max)  // above Int64.max: stored by bit pattern
+            let first = try await submitJob(store, params: params, seed: seed)
+            let second = try await submitJob(store)
 
-        let stored = try await store.get(id: first.id)
-        XCTAssertEqual(stored, first)
-        XCTAssertEqual(stored?.status, .queued)
-        XCTAssertEqual(stored?.params, params)
-        XCTAssertEqual(stored?.seed, seed)
-        XCTAssertEqual(stored?.attempt, 0)
-        XCTAssertEqual(stored?.createdAt, clock.now)
-        XCTAssertEqual(first.queuePosition, 1)
-        XCTAssertEqual(second.queuePosition, 2)
-        XCTAssertNotNil(UUID(uuidString: first.id))
+            let stored = try await store.get(id: first.id)
+            XCTAssertEqual(stored, first)
+            XCTAssertEqual(stored?.status, .queued)
+            XCTAssertEqual(stored?.params, params)
+            XCTAssertEqual(stored?.seed, seed)
+            XCTAssertEqual(stored?.attempt, 0)
+            XCTAssertEqual(stored?.createdAt, clock.now)
+            XCTAssertEqual(first.queuePosition, 1)
+            XCTAssertEqual(second.queuePosition, 2)
+            XCTAssertNotNil(UUID(uuidString: first.id))
+        }
     }
 
     func testGetOfUnknownIdIsNil() async throws {
-        let store = try await openStore()
-        _ = try await submitJob(store)
-        let missing = try await store.get(id: UUID().uuidString.lowercased())
-        XCTAssertNil(missing)
+        try await onEachBackend {
+            let store = try await openStore()
+            _ = try await submitJob(store)
+            let missing = try await store.get(id: UUID().uuidString.lowercased())
+            XCTAssertNil(missing)
+        }
     }
 
     func testSameKeyAndSameBodyReplaysTheFirstJob() async throws {
-        let store = try await openStore()
-        let key = UUID().uuidString, hash = UUID().uuidString
-        guard case .created(let job) = try await store.submit(params: randomParams(), seed: 7, idempotencyKey: key,
-                                                              requestHash: hash) else { return XCTFail("not created") }
-        let again = try await store.submit(params: randomParams(), seed: 8, idempotencyKey: key, requestHash: hash)
-        XCTAssertEqual(again, .replayed(job))
-        let depth = try await store.queueDepth()
-        XCTAssertEqual(depth, 1)
+        try await onEachBackend {
+            let store = try await openStore()
+            let key = UUID().uuidString, hash = UUID().uuidString
+            guard case .created(let job) = try await store.submit(params: randomParams(), seed: 7, idempotencyKey: key,
+                                                                  requestHash: hash) else { return XCTFail("not created") }
+            let again = try await store.submit(params: randomParams(), seed: 8, idempotencyKey: key, requestHash: hash)
+            XCTAssertEqual(again, .replayed(job))
+            let depth = try await store.queueDepth()
+            XCTAssertEqual(depth, 1)
+        }
     }
 
     func testSameKeyWithAnotherBodyIsAConflict() async throws {
-        let store = try await openStore()
-        let key = UUID().uuidString
-        guard case .created(let job) = try await store.submit(params: randomParams(), seed: 7, idempotencyKey: key,
-                                                              requestHash: "a") else { return XCTFail("not created") }
-        let other = try await store.submit(params: randomParams(), seed: 7, idempotencyKey: key, requestHash: "b")
-        XCTAssertEqual(other, .conflict(existing: job))
-        let depth = try await store.queueDepth()
-        XCTAssertEqual(depth, 1)
+        try await onEachBackend {
+            let store = try await openStore()
+            let key = UUID().uuidString
+            guard case .created(let job) = try await store.submit(params: randomParams(), seed: 7, idempotencyKey: key,
+                                                                  requestHash: "a") else { return XCTFail("not created") }
+            let other = try await store.submit(params: randomParams(), seed: 7, idempotencyKey: key, requestHash: "b")
+            XCTAssertEqual(other, .conflict(existing: job))
+            let depth = try await store.queueDepth()
+            XCTAssertEqual(depth, 1)
+        }
     }
 
     func testTwentyConcurrentSubmissionsWithRepeatedKeysMakeOneJobPerKey() async throws {
-        let store = try await openStore()
-        try await assertOneJobPerKey(submittingThrough: [store], listingWith: store)
+        try await onEachBackend {
+            let store = try await openStore()
+            try await assertOneJobPerKey(submittingThrough: [store], listingWith: store)
+        }
     }
 
     func testConcurrentSubmissionsThroughTwoStoresOnOneFileMakeOneJobPerKey() async throws {
-        let first = try await openStore()
-        let second = try await openStore()
-        try await assertOneJobPerKey(submittingThrough: [first, second], listingWith: first)
+        try await onEachBackend {
+            let first = try await openStore()
+            let second = try await openStore()
+            try await assertOneJobPerKey(submittingThrough: [first, second], listingWith: first)
+        }
     }
 
     func testSubmissionBeyondQueueLimitIsRefusedUntilAJobLeavesTheQueue() async throws {
-        let store = try await openStore(queueLimit: 3)
-        let key = UUID().uuidString
-        _ = try await store.submit(params: randomParams(), seed: 1, idempotencyKey: key, requestHash: "h")
-        for _ in 0..<2 { _ = try await submitJob(store) }
+        try await onEachBackend {
+            let store = try await openStore(queueLimit: 3)
+            let key = UUID().uuidString
+            _ = try await store.submit(params: randomParams(), seed: 1, idempotencyKey: key, requestHash: "h")
+            for _ in 0..<2 { _ = try await submitJob(store) }
 
-        let refused = try await store.submit(params: randomParams(), seed: 2, idempotencyKey: nil, requestHash: nil)
-        XCTAssertEqual(refused, .queueFull(limit: 3))
-        let replay = try await store.submit(params: randomParams(), seed: 1, idempotencyKey: key, requestHash: "h")
-        guard case .replayed = replay else { return XCTFail("a replay must not be refused, got \(replay)") }
+            let refused = try await store.submit(params: randomParams(), seed: 2, idempotencyKey: nil, requestHash: nil)
+            XCTAssertEqual(refused, .queueFull(limit: 3))
+            let replay = try await store.submit(params: randomParams(), seed: 1, idempotencyKey: key, requestHash: "h")
+            guard case .replayed = replay else { return XCTFail("a replay must not be refused, got \(replay)") }
 
-        _ = try await store.claim(workerID: "gpu0", leaseSeconds: 30)
-        let accepted = try await store.submit(params: randomParams(), seed: 3, idempotencyKey: nil, requestHash: nil)
-        guard case .created = accepted else { return XCTFail("expected room after a claim, got \(accepted)") }
-        let depth = try await store.queueDepth()
-        XCTAssertEqual(depth, 3)
+            _ = try await store.claim(workerID: "gpu0", leaseSeconds: 30)
+            let accepted = try await store.submit(params: randomParams(), seed: 3, idempotencyKey: nil, requestHash: nil)
+            guard case .created = accepted else { return XCTFail("expected room after a claim, got \(accepted)") }
+            let depth = try await store.queueDepth()
+            XCTAssertEqual(depth, 3)
+        }
     }
 
     /// 20 submissions from separate tasks: 5 keys sent 3 times each (with the same body) and 5 without a key.
-    private func assertOneJobPerKey(submittingThrough stores: [SQLiteJobStore], listingWith reader: SQLiteJobStore) async throws {
+    private func assertOneJobPerKey(submittingThrough stores: [any JobStore], listingWith reader: any JobStore) async throws {
         let keys = (0..<5).map { _ in UUID().uuidString }
         let requests = (keys + keys + keys).map { Optional($0) } + Array(repeating: nil, count: 5)
         let outcomes = try await withThrowingTaskGroup(of: (String?, SubmitOutcome).self) { group in

@@ -40,13 +40,15 @@ final class ServerProcess {
         return model
     }
 
-    /// Starts the server and waits until it listens.
-    init(model: URL, dataDirectory: URL, arguments: [String] = [], name: String = "server") throws {
+    /// Starts `kinema serve` (or, with `command` "worker", `kinema worker`) and waits until it listens (a worker:
+    /// until it says it is running jobs).
+    init(model: URL, dataDirectory: URL, arguments: [String] = [], name: String = "server", command: String = "serve") throws {
         self.dataDirectory = dataDirectory
         log = dataDirectory.deletingLastPathComponent().appendingPathComponent("\(name)-\(UUID().uuidString.prefix(8)).log")
         FileManager.default.createFile(atPath: log.path, contents: nil)
         process.executableURL = try Self.executable
-        process.arguments = ["serve", "--model", model.path, "--data-dir", dataDirectory.path, "--port", "0", "--threads", "2"] + arguments
+        let listening = command == "serve" ? ["--port", "0"] : []
+        process.arguments = [command, "--model", model.path, "--data-dir", dataDirectory.path, "--threads", "2"] + listening + arguments
         let handle = try FileHandle(forWritingTo: log)
         process.standardOutput = handle
         process.standardError = handle
@@ -56,13 +58,15 @@ final class ServerProcess {
         while found == nil && Date() < deadline && process.isRunning {
             Thread.sleep(forTimeInterval: 0.05)
             let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-            if let range = text.range(of: #"at http://127\.0\.0\.1:(\d+)/"#, options: .regularExpression) {
+            if command != "serve" {
+                if text.contains("is running jobs from") { found = 0 }
+            } else if let range = text.range(of: #"at http://127\.0\.0\.1:(\d+)/"#, options: .regularExpression) {
                 found = Int(text[range].split(separator: ":").last!.dropLast())
             }
         }
         guard let found else {
             process.terminate()
-            throw ServerTestError("the server did not start; its log:\n" + ((try? String(contentsOf: log, encoding: .utf8)) ?? ""))
+            throw ServerTestError("the \(name) did not start; its log:\n" + ((try? String(contentsOf: log, encoding: .utf8)) ?? ""))
         }
         port = found
     }
