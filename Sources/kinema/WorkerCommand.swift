@@ -6,11 +6,11 @@ struct Worker: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run jobs from a shared PostgreSQL queue on one device.",
         discussion: """
-            A worker claims jobs from the PostgreSQL store that `kinema serve --store URL` API nodes \\
-            submit to, runs them on its device and stores the outputs in the same database, so it \\
-            needs no file system shared with the API nodes. Run one worker per device, on any \\
-            number of machines. A worker holds a lease on its job and renews it; when a worker dies, \\
-            another takes the job up once the lease lapses (--lease-seconds). SIGTERM or SIGINT stops \\
+            A worker claims jobs from the PostgreSQL store that `kinema serve --store URL` API nodes \
+            submit to, runs them on its device and stores the outputs in the same database, so it \
+            needs no file system shared with the API nodes. Run one worker per device, on any \
+            number of machines. A worker holds a lease on its job and renews it; when a worker dies, \
+            another takes the job up once the lease lapses (--lease-seconds). SIGTERM or SIGINT stops \
             the running job at its next step and hands it back to the queue.
 
             Examples:

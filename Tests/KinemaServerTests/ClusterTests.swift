@@ -9,7 +9,7 @@ final class ClusterTests: ServerTestCase {
 
     override func tearDownWithError() throws {
         if let cluster {
-            if testRun?.hasSucceeded == false { print(cluster.logs) }
+            if (testRun?.totalFailureCount ?? 0) > 0 { print(cluster.logs) }
             cluster.stop()
         }
         try super.tearDownWithError()
