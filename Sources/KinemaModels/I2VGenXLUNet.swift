@@ -95,9 +95,11 @@ public struct I2VGenXLUNet {
     ///   - imageLatents: (B, 4, F, h, w): the VAE latent of the image in frame 0, the frame mask after
     ///   - imageEmbeddings: (B, cross_attention_dim) CLIP image embeddings (zeros for the unconditional half)
     ///   - splits: parts the transformer and resnet activations are computed in (see `UNetConditioning.splits`)
+    ///   - tokenMerge: share of tokens merged in the full-resolution spatial self-attentions (lossy; nil: none)
     /// - Returns: the model output (B, 4, F, h, w)
     public func callAsFunction(_ sample: Tensor, timestep: Int, fps: Int, textEmbeddings: Tensor,
-                               imageLatents: Tensor, imageEmbeddings: Tensor, splits: Int = 1, _ b: Backend) -> Tensor {
+                               imageLatents: Tensor, imageEmbeddings: Tensor, splits: Int = 1, tokenMerge: Double? = nil,
+                               _ b: Backend) -> Tensor {
         let (batch, channels, frames, h, w) = (sample.shape[0], sample.shape[1], sample.shape[2], sample.shape[3], sample.shape[4])
         let cross = config.crossAttentionDim, inC = config.inChannels
         let conditioning: UNetConditioning
@@ -115,7 +117,7 @@ public struct I2VGenXLUNet {
             let imageTokens = contextEmbedding.1(b.silu(contextEmbedding.0(imageEmbeddings, b)), b).reshaped([batch, inC, cross])
             let context = b.concat([textEmbeddings, latentTokens, imageTokens], axis: 1)
             conditioning = UNetConditioning(activatedEmbedding: activated, context: Self.repeatRows(context, frames, b), frames: frames,
-                                            splits: max(1, splits))
+                                            splits: max(1, splits), tokenMerge: tokenMerge, latentSize: (h, w))
         }
 
         var x: Tensor

@@ -83,7 +83,11 @@ public final class WeightReader {
         read(key, shape, dtype: matrixStorage ?? backend.computeType)
     }
 
+    /// The bytes each key's weight takes on the device, as read so far.
+    public private(set) var bytesByKey: [String: Int] = [:]
+
     private func read(_ key: String, _ shape: [Int], dtype: DType) -> Tensor {
+        bytesByKey[key] = shape.reduce(1, *) * dtype.size
         if shapesOnly { return backend.empty(shape, dtype: dtype, op: "weights") }
         guard let name = ([key] + aliases(key)).first(where: { sources[$0] != nil }), let source = sources[name] else {
             missing.append(key)

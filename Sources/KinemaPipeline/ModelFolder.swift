@@ -117,6 +117,22 @@ public struct ModelFolder {
         return model
     }
 
+    /// The bytes of the UNet's weights by top-level block (`down_blocks.1`, `mid_block`, `up_blocks.0`,
+    /// `conv_in`, …) as this folder's models keep them: the unit of memory no plan can split.
+    public func unetBlockWeightBytes() throws -> [String: Int] {
+        let config = try I2VGenXLUNetConfig(contentsOf: Self.path(folder, "unet", "config.json"))
+        let w = WeightReader(shapesOnlyFor: "unet", backend: MetaBackend(emulating: backend.workspacePolicy, computeType: backend.computeType))
+        w.matrixStorage = matrixStorage
+        _ = I2VGenXLUNet(config: config, weights: w)
+        var blocks: [String: Int] = [:]
+        for (key, bytes) in w.bytesByKey {
+            let parts = key.split(separator: ".")
+            let block = parts[0] == "down_blocks" || parts[0] == "up_blocks" ? parts.prefix(2).joined(separator: ".") : String(parts[0])
+            blocks[block, default: 0] += bytes
+        }
+        return blocks
+    }
+
     public func unet() throws -> I2VGenXLUNet {
         let config = try I2VGenXLUNetConfig(contentsOf: Self.path(folder, "unet", "config.json"))
         let w = try reader("unet", base: "diffusion_pytorch_model") { try WeightReader(component: "unet", files: $0, backend: backend) }

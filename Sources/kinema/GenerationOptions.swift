@@ -37,7 +37,7 @@ struct GenerationOptions: ParsableArguments {
     @Option(help: "Memory kept free when --memory-budget is auto.")
     var memoryHeadroom = "1GiB"
 
-    @Flag(help: "When no lossless plan fits the budget, lower the resolution (then the frame count) until one does, and say so.")
+    @Flag(help: "When no lossless plan fits the budget, take the least lossy plan that does, in this order: VAE tiling, token merging, lower resolution, fewer frames; each change is said on stderr and in the report.")
     var allowDegrade = false
 
     /// The request these options describe, unset values from the model's `kinema.json`, then diffusers' defaults.

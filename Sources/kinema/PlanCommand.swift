@@ -17,9 +17,12 @@ struct Plan: ParsableCommand {
             tokenizer and scheduler config alone (e.g. the released I2VGen-XL configs).
 
             With --memory-budget it picks the fastest lossless plan that fits (guidance batched or \
-            serial; all weights resident or only the running phase's), and, with --allow-degrade, \
-            the least lossy smaller settings when none fits; otherwise it refuses and names the \
-            smallest budget and the nearest settings that fit.
+            serial; all weights resident or only the running phase's; f16 weight storage for f16 \
+            checkpoints; UNet activations in parts), and, with --allow-degrade, the least lossy plan \
+            when none fits: VAE tiling with blended overlaps, then token merging on the spatial \
+            self-attention, then lower resolution, then fewer frames. Without --allow-degrade it \
+            refuses and names the smallest budget and the nearest settings that fit. A budget below \
+            the weights of the UNet's largest block is an error.
 
             Examples:
               kinema plan --model-config ../shared/data/i2vgen-xl-configs --width 768 --height 768 --frames 24

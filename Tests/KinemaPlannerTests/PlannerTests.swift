@@ -119,8 +119,8 @@ final class PlannerTests: XCTestCase {
             XCTAssertTrue(text.contains("The nearest settings that fit"), text)
         }
         let degraded = try Planner.choose(folder: folder, request: request(), budget: smallest - 1, allowDegrade: true, workspacePolicy: policy)
-        XCTAssertEqual(degraded.degradations.count, 1)
-        XCTAssertTrue(degraded.request.width < 48 || degraded.request.frames < 3)
+        XCTAssertFalse(degraded.degradations.isEmpty)
+        XCTAssertTrue(degraded.plan.isLossy || degraded.request.width < 48 || degraded.request.frames < 3)
         XCTAssertLessThanOrEqual(degraded.prediction.peakBytes, smallest - 1)
     }
 
