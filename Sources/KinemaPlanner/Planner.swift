@@ -68,6 +68,13 @@ public struct PlanReport: Sendable {
     /// Plain-language notes on every lossy change, empty when none was needed.
     public let degradations: [String]
     public let alternatives: [(plan: ExecutionPlan, prediction: MemoryPrediction)]
+    /// The cost model that ranked the plans.
+    public let costModel: CostModel
+
+    /// The chosen plan's predicted seconds (the cost model's; see `CostModel.source`).
+    public var predictedSeconds: Double { costModel.seconds(prediction) }
+    /// The chosen plan's predicted seconds by phase, plus "load_weights".
+    public var predictedPhaseSeconds: [String: Double] { costModel.phaseSeconds(prediction) }
 
     static func gib(_ bytes: Int) -> String { String(format: "%.2f GiB", Double(bytes) / Double(1 << 30)) }
 }
@@ -151,8 +158,10 @@ public enum Planner {
                         + "\(largest.key) (\(PlanReport.gib(largest.value)), \(largest.value) bytes): no plan can run in it")
     }
 
+    /// The plan for `request` within `budget` (nil: none): of the lossless plans that fit, the one
+    /// `costModel` predicts fastest (ties: the earlier in `losslessPlans`).
     public static func choose(folder: String, request: GenerationRequest, budget: Int?, allowDegrade: Bool = false,
-                              workspacePolicy: WorkspacePolicy) throws -> PlanReport {
+                              workspacePolicy: WorkspacePolicy, costModel: CostModel = .defaultCPU) throws -> PlanReport {
         // Configs, tokenizer and scheduler are read once for every dry run below.
         let models = try ModelFolder(folder: folder, backend: MetaBackend(emulating: workspacePolicy), weights: .shapesOnly)
         func predict(_ plan: ExecutionPlan, _ request: GenerationRequest) throws -> MemoryPrediction {
@@ -161,13 +170,18 @@ public enum Planner {
         let halfWeights = ModelFolder.halfStorageIsLossless(folder: folder)
         let losslessPlans = losslessPlans(halfWeights: halfWeights)
         if let budget { try checkFloor(budget: budget, models: models, halfWeights: halfWeights) }
-        var alternatives: [(plan: ExecutionPlan, prediction: MemoryPrediction)] = []
-        for plan in losslessPlans {
-            let prediction = try predict(plan, request)
-            alternatives.append((plan, prediction))
-            if budget == nil || prediction.peakBytes <= budget! {
-                return PlanReport(plan: plan, request: request, prediction: prediction, degradations: [], alternatives: alternatives)
-            }
+        /// The fastest of `candidates` that fits, or nil.
+        func fastest(_ candidates: [(plan: ExecutionPlan, prediction: MemoryPrediction)]) -> (plan: ExecutionPlan, prediction: MemoryPrediction)? {
+            candidates.filter { budget == nil || $0.prediction.peakBytes <= budget! }
+                .enumerated().min { a, b in
+                    let (sa, sb) = (costModel.seconds(a.element.prediction), costModel.seconds(b.element.prediction))
+                    return sa != sb ? sa < sb : a.offset < b.offset
+                }?.element
+        }
+        let alternatives = try losslessPlans.map { (plan: $0, prediction: try predict($0, request)) }
+        if let best = fastest(alternatives) {
+            return PlanReport(plan: best.plan, request: request, prediction: best.prediction, degradations: [], alternatives: alternatives,
+                              costModel: costModel)
         }
         let budget = budget!
         let leanest = losslessPlans.last!
@@ -178,10 +192,8 @@ public enum Planner {
         func fit(_ settings: GenerationRequest, skipLossless: Bool) throws -> (plan: ExecutionPlan, prediction: MemoryPrediction)? {
             for knobs in lossyKnobs(tiles: vaeTiles(folder: folder, request: settings)).dropFirst(skipLossless ? 1 : 0) {
                 guard try predict(leanest.with(vaeTile: knobs.vaeTile, tokenMerge: knobs.tokenMerge), settings).peakBytes <= budget else { continue }
-                for plan in losslessPlans.map({ $0.with(vaeTile: knobs.vaeTile, tokenMerge: knobs.tokenMerge) }) {
-                    let prediction = try predict(plan, settings)
-                    if prediction.peakBytes <= budget { return (plan, prediction) }
-                }
+                let plans = losslessPlans.map { $0.with(vaeTile: knobs.vaeTile, tokenMerge: knobs.tokenMerge) }
+                return fastest(try plans.map { (plan: $0, prediction: try predict($0, settings)) })
             }
             return nil
         }
@@ -228,6 +240,7 @@ public enum Planner {
                             + "(\(smallest) bytes). The nearest settings that fit: \(notes.joined(separator: "; ")) "
                             + "(pass --allow-degrade to use them, or raise --memory-budget)")
         }
-        return PlanReport(plan: found.plan, request: found.settings, prediction: found.prediction, degradations: notes, alternatives: alternatives)
+        return PlanReport(plan: found.plan, request: found.settings, prediction: found.prediction, degradations: notes, alternatives: alternatives,
+                          costModel: costModel)
     }
 }

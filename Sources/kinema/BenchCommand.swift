@@ -2,11 +2,12 @@ import ArgumentParser
 import Foundation
 import KinemaCore
 import KinemaCPU
+import KinemaPlanner
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (measurements, not tests).",
-        subcommands: [BenchOps.self]
+        subcommands: [BenchOps.self, BenchCalibrate.self]
     )
 }
 
@@ -119,5 +120,64 @@ struct BenchOps: ParsableCommand {
             throw CLIError("\(python) \(torchScript) failed (exit \(process.terminationStatus)); is torch installed for that interpreter?")
         }
         return ops.compactMapValues { $0["median_ms"] as? Double }
+    }
+}
+
+struct BenchCalibrate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "calibrate",
+        abstract: "Measure this machine's op rates and keep them in the data directory, for predicted seconds.",
+        discussion: """
+            Times matrix products, convolutions, attention, memory-bound ops, the fixed cost of an \
+            op call and weight reading on the CPU backend, with --threads worker threads, and \
+            stores the rates in DATA/calibration.json (one entry per thread count). kinema plan, \
+            kinema generate and the planner's choice of the fastest plan use them; without a \
+            calibration they use a documented default (docs/memory.md). Takes a few seconds.
+
+            Examples:
+              kinema bench calibrate
+              kinema bench calibrate --threads 4 --data-dir /srv/kinema
+            """
+    )
+
+    @Option(help: "Worker threads (default: one per core).")
+    var threads: Int?
+
+    @Option(help: "Timed runs per op (the median is used).")
+    var runs = 3
+
+    @Option(help: "Where to keep the calibration (default: $KINEMA_DATA, else ~/.local/share/kinema).")
+    var dataDir: String?
+
+    @Flag(help: "Print the calibration as JSON.")
+    var json = false
+
+    func validate() throws {
+        if runs < 1 { throw ValidationError("--runs must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        let backend = CPUBackend(threads: threads)
+        let host = ProcessInfo.processInfo.hostName
+        let date = ISO8601DateFormatter().string(from: Date())
+        let model = CostModel.calibrate(on: backend, threads: backend.threads, runs: runs, source: "calibrated \(date) on \(host)")
+        let directory = DataDirectory.resolve(dataDir)
+        do { try model.save(dataDirectory: directory) } catch {
+            throw CLIError("could not write \(CostModel.path(dataDirectory: directory)): \(error.localizedDescription)")
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(model), as: UTF8.self))
+            return
+        }
+        print("\(backend.threads) threads, stored in \(CostModel.path(dataDirectory: directory))")
+        print(String(format: "  matrix products  %8.1f GFLOP/s", model.matmulFlopsPerSecond / 1e9))
+        print(String(format: "  convolutions     %8.1f GFLOP/s", model.convolutionFlopsPerSecond / 1e9))
+        print(String(format: "  attention        %8.1f GFLOP/s", model.attentionFlopsPerSecond / 1e9))
+        print(String(format: "  memory-bound ops %8.2f GB/s", model.memoryBytesPerSecond / 1e9))
+        print(String(format: "  per op call      %8.1f µs", model.secondsPerCall * 1e6))
+        print(String(format: "  weight reading   %8.2f GB/s", model.weightBytesPerSecond / 1e9))
     }
 }
