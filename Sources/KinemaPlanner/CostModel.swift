@@ -16,6 +16,9 @@ public struct CostModel: Sendable, Equatable, Codable {
     public var secondsPerCall: Double
     /// Weight bytes read from (page-cached) model files and converted, per second.
     public var weightBytesPerSecond: Double
+    /// What the rates' seconds are multiplied by: 1 from op rates alone; fitted to whole runs of a
+    /// model by `fitted(to:)`, since a model's many small ops run far below the large ops' rates.
+    public var workScale: Double = 1
     /// Worker threads the rates were measured with.
     public var threads: Int
     /// Where the rates come from: "default" or "calibrated <ISO date> on <host>".
@@ -42,8 +45,36 @@ public struct CostModel: Sendable, Equatable, Codable {
 
     /// Predicted seconds of `work`.
     public func seconds(_ work: OpWork) -> Double {
+        workScale * rateSeconds(work) + work.calls * secondsPerCall
+    }
+
+    /// The seconds of `work` at the measured rates alone (no per-call cost, no scale).
+    func rateSeconds(_ work: OpWork) -> Double {
         work.matmulFlops / matmulFlopsPerSecond + work.convolutionFlops / convolutionFlopsPerSecond
-            + work.attentionFlops / attentionFlopsPerSecond + work.memoryBytes / memoryBytesPerSecond + work.calls * secondsPerCall
+            + work.attentionFlops / attentionFlopsPerSecond + work.memoryBytes / memoryBytesPerSecond
+    }
+
+    /// This model with `workScale` and `secondsPerCall` fitted (least squares) to measured runs:
+    /// each sample a run's work and its seconds. Two runs that differ in how many calls they make
+    /// for the same work (whole activations vs. many parts) separate the two; where the fit gives
+    /// no positive per-call cost, the scale alone is fitted.
+    public func fitted(to samples: [(work: OpWork, seconds: Double)]) -> CostModel {
+        guard !samples.isEmpty else { return self }
+        let rows = samples.map { (rateSeconds($0.work), $0.work.calls, $0.seconds) }
+        let (sww, swc, scc) = rows.reduce((0.0, 0.0, 0.0)) { ($0.0 + $1.0 * $1.0, $0.1 + $1.0 * $1.1, $0.2 + $1.1 * $1.1) }
+        let (swt, sct) = rows.reduce((0.0, 0.0)) { ($0.0 + $1.0 * $1.2, $0.1 + $1.1 * $1.2) }
+        var copy = self
+        let determinant = sww * scc - swc * swc
+        if determinant > 1e-12 * sww * scc {
+            let scale = (swt * scc - sct * swc) / determinant, perCall = (sww * sct - swc * swt) / determinant
+            if scale > 0 && perCall >= 0 {
+                (copy.workScale, copy.secondsPerCall) = (scale, perCall)
+                return copy
+            }
+        }
+        copy.workScale = max(swt - secondsPerCall * rows.reduce(0) { $0 + $1.0 * $1.1 }, 0) / max(sww, 1e-30)
+        if copy.workScale <= 0 { copy.workScale = 1 }
+        return copy
     }
 
     /// Predicted seconds of a dry-run prediction, by phase ("encode" includes reading the weights
@@ -89,7 +120,7 @@ public struct CostModel: Sendable, Equatable, Codable {
     enum CodingKeys: String, CodingKey {
         case matmulFlopsPerSecond = "matmul_flops_per_second", convolutionFlopsPerSecond = "convolution_flops_per_second"
         case attentionFlopsPerSecond = "attention_flops_per_second", memoryBytesPerSecond = "memory_bytes_per_second"
-        case secondsPerCall = "seconds_per_call", weightBytesPerSecond = "weight_bytes_per_second", threads, source
+        case secondsPerCall = "seconds_per_call", weightBytesPerSecond = "weight_bytes_per_second", workScale = "work_scale", threads, source
     }
 
     // MARK: - Calibration
@@ -126,12 +157,9 @@ public struct CostModel: Sendable, Equatable, Codable {
             } }
             return (work, time)
         }
-        // The fixed cost of one call: an affine map of 16 values, 200 times.
-        let (_, callTime) = measure { b, make in let x = make([16], nil); for _ in 0..<200 { _ = b.affine(x, scale: 2) } }
-        let perCall = callTime / 200
         func rate(_ amount: (OpWork) -> Double, _ op: (Backend, (([Int], DType?) -> Tensor)) -> Void) -> Double {
             let (work, time) = measure(op)
-            return amount(work) / max(time - work.calls * perCall, 1e-9)
+            return amount(work) / max(time, 1e-9)
         }
         let matmul = rate({ $0.matmulFlops }) { b, make in _ = b.linear(make([2048, 640], nil), weight: make([640, 640], nil)) }
         let convolution = rate({ $0.convolutionFlops }) { b, make in
@@ -147,6 +175,15 @@ public struct CostModel: Sendable, Equatable, Codable {
             _ = b.add(x, x)
             _ = b.groupNorm(x, groups: 32, weight: make([320], nil), bias: make([320], nil), epsilon: 1e-5)
         }
+        // The fixed cost of one call (argument checks, allocation, handing work to the threads):
+        // what the work of small ops of a UNet's innermost level (64 tokens of 320 channels) leaves
+        // unexplained, over 50 rounds of linear → layer norm → add.
+        let (smallWork, smallTime) = measure { b, make in
+            let x = make([64, 320], nil), w = make([320, 320], nil), g = make([320], nil)
+            for _ in 0..<50 { _ = b.add(b.layerNorm(b.linear(x, weight: w), weight: g, bias: g, epsilon: 1e-5), x) }
+        }
+        let workSeconds = smallWork.matmulFlops / matmul + smallWork.memoryBytes / memory
+        let perCall = max(smallTime - workSeconds, 0) / smallWork.calls
         // Reading weights: f16 values widened into the compute type, as loading an f16 checkpoint does.
         let (_, loadTime) = measure { b, make in _ = b.convert(make([4 << 20], .f16), to: b.computeType) }
         return CostModel(matmulFlopsPerSecond: matmul, convolutionFlopsPerSecond: convolution, attentionFlopsPerSecond: attention,
