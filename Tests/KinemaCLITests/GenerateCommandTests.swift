@@ -130,7 +130,7 @@ final class GenerateCommandTests: XCTestCase {
     func testCalibrationIsStoredInTheDataDirectoryAndUsed() throws {
         let model = Self.pipelines.appendingPathComponent("tiny_no_guidance")
         let data = directory.appendingPathComponent("data")
-        let calibrate = try CLITests.run(["bench", "calibrate", "--data-dir", data.path, "--runs", "1", "--threads", "1", "--json"])
+        let calibrate = try CLITests.run(["bench", "calibrate", "--data-dir", data.path, "--runs", "1", "--threads", "1", "--ops-only", "--json"])
         XCTAssertEqual(calibrate.status, 0, calibrate.stderr)
         let stored = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: data.appendingPathComponent("calibration.json"))) as? [[String: Any]])
         XCTAssertEqual(stored.count, 1)
