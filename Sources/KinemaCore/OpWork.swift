@@ -22,6 +22,17 @@ public struct OpWork: Sendable, Equatable, Codable {
         return sum
     }
 
+    /// This work done `times` times.
+    public func repeated(_ times: Double) -> OpWork {
+        var copy = self
+        copy.matmulFlops *= times
+        copy.convolutionFlops *= times
+        copy.attentionFlops *= times
+        copy.memoryBytes *= times
+        copy.calls *= times
+        return copy
+    }
+
     public static func - (a: OpWork, b: OpWork) -> OpWork {
         var difference = a
         difference.matmulFlops -= b.matmulFlops

@@ -164,8 +164,13 @@ public enum Planner {
                               workspacePolicy: WorkspacePolicy, costModel: CostModel = .defaultCPU) throws -> PlanReport {
         // Configs, tokenizer and scheduler are read once for every dry run below.
         let models = try ModelFolder(folder: folder, backend: MetaBackend(emulating: workspacePolicy), weights: .shapesOnly)
+        // Every denoising step allocates and computes the same: dry-run one step, count its work `steps` times.
         func predict(_ plan: ExecutionPlan, _ request: GenerationRequest) throws -> MemoryPrediction {
-            try MemoryPredictor.predict(models: models, request: request, plan: plan)
+            var oneStep = request
+            oneStep.steps = 1
+            var prediction = try MemoryPredictor.predict(models: models, request: oneStep, plan: plan)
+            prediction.phaseWork["denoise"] = prediction.phaseWork["denoise"]?.repeated(Double(request.steps))
+            return prediction
         }
         let halfWeights = ModelFolder.halfStorageIsLossless(folder: folder)
         let losslessPlans = losslessPlans(halfWeights: halfWeights)
