@@ -80,11 +80,15 @@ public struct ExecutionPlan: Sendable, Equatable, Codable {
     /// Classifier-free guidance as one UNet call on a batch of two, or two calls of one
     /// (unconditional, then conditional): half the UNet's activations, a little slower.
     public enum Guidance: String, Sendable, Codable, CaseIterable { case batched, serial }
-    /// Which weights are resident: all of them for the whole run, or only the models of the
-    /// running phase (encoders, then UNet, then VAE), each loaded when its phase starts.
+    /// Which weights are resident: all of them for the whole run; only the models of the running
+    /// phase (encoders, then UNet, then VAE), each loaded when its phase starts; or that, with the
+    /// UNet's blocks (`down_blocks.i`, `mid_block`, `up_blocks.i`) streamed — each read onto the
+    /// device when a UNet call reaches it and dropped after (the weights are read again at every
+    /// call: slower, and the device holds one block's weights at a time).
     public enum Residency: String, Sendable, Codable, CaseIterable {
         case all
         case perPhase = "per_phase"
+        case streamed
     }
 
     /// How weight matrices are kept: in the compute type, or in f16 and widened one op at a time
@@ -191,7 +195,10 @@ public struct ImageToVideoPipeline {
         func textEncoder() throws -> CLIPTextModel { try resident?.textEncoder ?? folder.textEncoder() }
         func imageEncoder() throws -> CLIPVisionModelWithProjection { try resident?.imageEncoder ?? folder.imageEncoder() }
         func vae() throws -> AutoencoderKL { try resident?.vae ?? folder.vae() }
-        func unet() throws -> I2VGenXLUNet { try resident?.unet ?? folder.unet() }
+        func unet() throws -> I2VGenXLUNet {
+            if let resident { return resident.unet }
+            return plan.residency == .streamed ? try folder.unetStreamingBlocks() : try folder.unet()
+        }
         /// Configs without weights, for sizes.
         func vaeConfig() throws -> AutoencoderKLConfig {
             try resident?.vae.config ?? AutoencoderKLConfig(contentsOf: ModelFolder.path(folder.folder, "vae", "config.json"))

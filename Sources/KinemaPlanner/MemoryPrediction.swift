@@ -1,5 +1,6 @@
 import Foundation
 import KinemaCore
+import KinemaModels
 import KinemaPipeline
 
 /// Peak device bytes of one generation, by phase, as the allocator counts them: every tensor,
@@ -17,12 +18,16 @@ public struct MemoryPrediction: Sendable, Equatable, Codable {
     /// Weight bytes read from the model files: every component once, the VAE twice when weights
     /// are loaded per phase (for encoding, then for decoding).
     public var loadedWeightBytes: Int
+    /// Of those, the UNet block weights read again at every denoising step (streamed residency).
+    public var streamedBytesPerStep: Int
 
-    public init(weightBytes: Int, phasePeakBytes: [String: Int], phaseWork: [String: OpWork] = [:], loadedWeightBytes: Int = 0) {
+    public init(weightBytes: Int, phasePeakBytes: [String: Int], phaseWork: [String: OpWork] = [:], loadedWeightBytes: Int = 0,
+                streamedBytesPerStep: Int = 0) {
         self.weightBytes = weightBytes
         self.phasePeakBytes = phasePeakBytes
         self.phaseWork = phaseWork
         self.loadedWeightBytes = loadedWeightBytes
+        self.streamedBytesPerStep = streamedBytesPerStep
     }
 }
 
@@ -102,8 +107,15 @@ public enum MemoryPredictor {
         }
         recorder.close()
         work.close()
-        let loaded = weightBytes + (plan.residency == .perPhase ? try vaeWeightBytes(stored) : 0)
-        return MemoryPrediction(weightBytes: weightBytes, phasePeakBytes: recorder.peaks, phaseWork: work.work, loadedWeightBytes: loaded)
+        var loaded = weightBytes + (plan.residency != .all ? try vaeWeightBytes(stored) : 0)
+        var streamedPerStep = 0
+        if plan.residency == .streamed {
+            let blocks = try stored.unetBlockWeightBytes().filter { I2VGenXLUNet.isBlockKey($0.key + ".") }.values.reduce(0, +)
+            streamedPerStep = blocks * (request.usesGuidance && plan.guidance == .serial ? 2 : 1)
+            loaded += streamedPerStep * request.steps
+        }
+        return MemoryPrediction(weightBytes: weightBytes, phasePeakBytes: recorder.peaks, phaseWork: work.work, loadedWeightBytes: loaded,
+                                streamedBytesPerStep: streamedPerStep)
     }
 
     static func vaeWeightBytes(_ models: ModelFolder) throws -> Int {

@@ -11,7 +11,8 @@ public enum PlanDescription {
 
     public static func text(_ plan: ExecutionPlan, request: GenerationRequest) -> String {
         let guidance = request.usesGuidance ? "guidance \(plan.guidance.rawValue)" : "no guidance"
-        let residency = plan.residency == .all ? "all weights resident" : "weights loaded per phase"
+        let residency = ["all": "all weights resident", "per_phase": "weights loaded per phase",
+                         "streamed": "weights loaded per phase, UNet blocks streamed"][plan.residency.rawValue]!
         let frames = plan.splits > 1 ? ", UNet activations in \(plan.splits) parts" : ""
         let weights = plan.weights == .f16 ? "f32 compute, f16 weights" : "f32"
         let tile = plan.vaeTile.map { ", LOSSY VAE tiles of \($0) latent px" } ?? ""

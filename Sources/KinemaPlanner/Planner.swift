@@ -87,12 +87,14 @@ public struct PlanReport: Sendable {
 public enum Planner {
     /// Lossless plans, fastest first: batched guidance and resident weights avoid repeated work;
     /// f16 weight storage (offered when it changes no value: an f16 checkpoint) costs one widening
-    /// per op; UNet activations in more parts make its products smaller, so slower.
+    /// per op; UNet activations in more parts make its products smaller, so slower; streaming the
+    /// UNet's blocks reads their weights again at every UNet call.
     public static func losslessPlans(halfWeights: Bool) -> [ExecutionPlan] {
         let storages: [ExecutionPlan.Weights] = halfWeights ? [.compute, .f16] : [.compute]
         let base: [(ExecutionPlan.Guidance, ExecutionPlan.Residency)] = [(.batched, .all), (.serial, .all), (.batched, .perPhase), (.serial, .perPhase)]
         return base.flatMap { guidance, residency in storages.map { ExecutionPlan(guidance: guidance, residency: residency, weights: $0) } }
             + [2, 4, 8, 16].map { ExecutionPlan(guidance: .serial, residency: .perPhase, splits: $0, weights: storages.last!) }
+            + [8, 16].map { ExecutionPlan(guidance: .serial, residency: .streamed, splits: $0, weights: storages.last!) }
     }
 
     /// The lossless plans of a checkpoint whose weights are not f16.
@@ -170,6 +172,7 @@ public enum Planner {
             oneStep.steps = 1
             var prediction = try MemoryPredictor.predict(models: models, request: oneStep, plan: plan)
             prediction.phaseWork["denoise"] = prediction.phaseWork["denoise"]?.repeated(Double(request.steps))
+            prediction.loadedWeightBytes += prediction.streamedBytesPerStep * (request.steps - 1)
             return prediction
         }
         let halfWeights = ModelFolder.halfStorageIsLossless(folder: folder)
