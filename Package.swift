@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "KinemaCPU", dependencies: ["KinemaCore", "CBLAS"], swiftSettings: engineFlags),
         .target(name: "KinemaModels", dependencies: ["KinemaCore"], swiftSettings: engineFlags),
         .target(name: "KinemaPipeline", dependencies: ["KinemaModels", "KinemaCore"], swiftSettings: engineFlags),
-        .target(name: "KinemaPlanner", dependencies: ["KinemaPipeline", "KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
+        .target(name: "KinemaPlanner", dependencies: ["KinemaPipeline", "KinemaModels", "KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .target(
             name: "KinemaServer",
             dependencies: [
@@ -66,7 +66,7 @@ let package = Package(
                     exclude: ["Fixtures"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KinemaPipelineTests", dependencies: ["KinemaPipeline", "KinemaModels", "KinemaCore", "KinemaCPU"],
                     exclude: ["Fixtures"], swiftSettings: [.swiftLanguageMode(.v5)]),
-        .testTarget(name: "KinemaPlannerTests", dependencies: ["KinemaPlanner", "KinemaPipeline", "KinemaCore", "KinemaCPU"],
+        .testTarget(name: "KinemaPlannerTests", dependencies: ["KinemaPlanner", "KinemaPipeline", "KinemaModels", "KinemaCore", "KinemaCPU"],
                     swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KinemaCLITests", dependencies: ["kinema", "KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "KinemaServerTests", dependencies: ["KinemaServer"], swiftSettings: [.swiftLanguageMode(.v5)]),

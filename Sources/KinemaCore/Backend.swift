@@ -116,4 +116,9 @@ public protocol Backend: AnyObject {
     func upsampleNearestKernel(_ input: Tensor, into output: Tensor)
     func embeddingKernel(ids: [Int], table: Tensor, into output: Tensor)
     func timestepEmbeddingKernel(_ timesteps: [Float], parameters: TimestepEmbeddingParameters, into output: Tensor)
+    /// Token merging (`TokenMerging.swift`): default implementations work on host memory and skip
+    /// tensors without data; a backend whose tensors live elsewhere implements them itself.
+    func tokenMatchKernel(_ metric: Tensor, height: Int, width: Int, merged: Int, workspace: Tensor?, into slots: Tensor)
+    func tokenMergeKernel(_ tokens: Tensor, slots: Tensor, into output: Tensor)
+    func tokenUnmergeKernel(_ merged: Tensor, slots: Tensor, into output: Tensor)
 }

@@ -13,9 +13,13 @@ public struct I2VGenXLUNet {
     let timeEmbedding: (Linear, Linear)
     let fpsEmbedding: (Linear, Linear)
     let contextEmbedding: (Linear, Linear)
+    /// The blocks, resident; empty (and `midBlock` nil) when their weights are streamed.
     let downBlocks: [DownBlock3D]
-    let midBlock: MidBlock3D
+    let midBlock: MidBlock3D?
     let upBlocks: [UpBlock3D]
+    /// A fresh reader of the blocks' weights, when they are streamed: each block is built (its
+    /// weights read onto the device) when the call reaches it and dropped after.
+    let blockWeights: (() -> WeightReader)?
     let convNormOut: GroupNorm
     let convOut: Conv2d
 
@@ -30,7 +34,10 @@ public struct I2VGenXLUNet {
         }
     }
 
-    public init(config: I2VGenXLUNetConfig, weights w: WeightReader) {
+    /// The UNet with every weight resident, or, with `streamingBlocks`, with only the weights
+    /// outside `down_blocks`, `mid_block` and `up_blocks` read from `w` (which must ignore the
+    /// blocks' keys) and the blocks read from a fresh `streamingBlocks()` reader at every call.
+    public init(config: I2VGenXLUNetConfig, weights w: WeightReader, streamingBlocks: (() -> WeightReader)? = nil) {
         self.config = config
         let c0 = config.blockOutChannels[0], temb = config.timeEmbeddingDim, inC = config.inChannels
         let cross = config.crossAttentionDim, groups = config.normNumGroups
@@ -56,20 +63,38 @@ public struct I2VGenXLUNet {
         fpsEmbedding = (Linear(w, "fps_embedding.0", c0, temb), Linear(w, "fps_embedding.2", temb, temb))
         contextEmbedding = (Linear(w, "context_embedding.0", cross, temb), Linear(w, "context_embedding.2", temb, cross * inC))
 
-        let channels = config.blockOutChannels, last = channels.count - 1
-        downBlocks = channels.indices.map { i in
-            DownBlock3D(w, index: i, inputs: i == 0 ? channels[0] : channels[i - 1], outputs: channels[i], config: config,
-                        crossAttention: config.downBlockTypes[i] == "CrossAttnDownBlock3D", downsample: i != last)
-        }
-        midBlock = MidBlock3D(w, channels: channels[last], config: config)
-        let reversed = Array(channels.reversed())
-        upBlocks = reversed.indices.map { i in
-            UpBlock3D(w, index: i, inputs: reversed[min(i + 1, last)], outputs: reversed[i],
-                      previousOutputs: i == 0 ? reversed[0] : reversed[i - 1], config: config,
-                      crossAttention: config.upBlockTypes[i] == "CrossAttnUpBlock3D", upsample: i != last)
+        blockWeights = streamingBlocks
+        if streamingBlocks == nil {
+            downBlocks = config.blockOutChannels.indices.map { Self.downBlock($0, w, config) }
+            midBlock = Self.midBlock(w, config)
+            upBlocks = config.blockOutChannels.indices.map { Self.upBlock($0, w, config) }
+        } else {
+            (downBlocks, midBlock, upBlocks) = ([], nil, [])
         }
         convNormOut = GroupNorm(w, "conv_norm_out", groups: groups, channels: c0, epsilon: 1e-5)
         convOut = Conv2d(w, "conv_out", c0, config.outChannels, kernel: 3)
+    }
+
+    static func downBlock(_ i: Int, _ w: WeightReader, _ config: I2VGenXLUNetConfig) -> DownBlock3D {
+        let channels = config.blockOutChannels, last = channels.count - 1
+        return DownBlock3D(w, index: i, inputs: i == 0 ? channels[0] : channels[i - 1], outputs: channels[i], config: config,
+                           crossAttention: config.downBlockTypes[i] == "CrossAttnDownBlock3D", downsample: i != last)
+    }
+
+    static func midBlock(_ w: WeightReader, _ config: I2VGenXLUNetConfig) -> MidBlock3D {
+        MidBlock3D(w, channels: config.blockOutChannels[config.blockOutChannels.count - 1], config: config)
+    }
+
+    static func upBlock(_ i: Int, _ w: WeightReader, _ config: I2VGenXLUNetConfig) -> UpBlock3D {
+        let reversed = Array(config.blockOutChannels.reversed()), last = reversed.count - 1
+        return UpBlock3D(w, index: i, inputs: reversed[min(i + 1, last)], outputs: reversed[i],
+                         previousOutputs: i == 0 ? reversed[0] : reversed[i - 1], config: config,
+                         crossAttention: config.upBlockTypes[i] == "CrossAttnUpBlock3D", upsample: i != last)
+    }
+
+    /// Whether a checkpoint key belongs to one of the blocks that streaming reads at each call.
+    public static func isBlockKey(_ key: String) -> Bool {
+        key.hasPrefix("down_blocks.") || key.hasPrefix("mid_block.") || key.hasPrefix("up_blocks.")
     }
 
     /// Repeats each row of (B, …) `times` times in place: torch's `repeat_interleave(times, dim=0)`.
@@ -95,9 +120,11 @@ public struct I2VGenXLUNet {
     ///   - imageLatents: (B, 4, F, h, w): the VAE latent of the image in frame 0, the frame mask after
     ///   - imageEmbeddings: (B, cross_attention_dim) CLIP image embeddings (zeros for the unconditional half)
     ///   - splits: parts the transformer and resnet activations are computed in (see `UNetConditioning.splits`)
+    ///   - tokenMerge: share of tokens merged in the full-resolution spatial self-attentions (lossy; nil: none)
     /// - Returns: the model output (B, 4, F, h, w)
     public func callAsFunction(_ sample: Tensor, timestep: Int, fps: Int, textEmbeddings: Tensor,
-                               imageLatents: Tensor, imageEmbeddings: Tensor, splits: Int = 1, _ b: Backend) -> Tensor {
+                               imageLatents: Tensor, imageEmbeddings: Tensor, splits: Int = 1, tokenMerge: Double? = nil,
+                               _ b: Backend) -> Tensor {
         let (batch, channels, frames, h, w) = (sample.shape[0], sample.shape[1], sample.shape[2], sample.shape[3], sample.shape[4])
         let cross = config.crossAttentionDim, inC = config.inChannels
         let conditioning: UNetConditioning
@@ -115,7 +142,7 @@ public struct I2VGenXLUNet {
             let imageTokens = contextEmbedding.1(b.silu(contextEmbedding.0(imageEmbeddings, b)), b).reshaped([batch, inC, cross])
             let context = b.concat([textEmbeddings, latentTokens, imageTokens], axis: 1)
             conditioning = UNetConditioning(activatedEmbedding: activated, context: Self.repeatRows(context, frames, b), frames: frames,
-                                            splits: max(1, splits))
+                                            splits: max(1, splits), tokenMerge: tokenMerge, latentSize: (h, w))
         }
 
         var x: Tensor
@@ -136,18 +163,22 @@ public struct I2VGenXLUNet {
         x = transformerIn(x, frames: frames, splits: conditioning.splits, b)
 
         var skips = [x]
-        for block in downBlocks {
+        let levels = config.blockOutChannels.indices
+        for i in levels {
+            // A streamed block's weights live only while it runs.
+            let block = blockWeights.map { Self.downBlock(i, $0(), config) } ?? downBlocks[i]
             let (out, blockSkips) = block(x, conditioning, b)
             x = out
             skips += blockSkips
         }
-        x = midBlock(x, conditioning, b)
+        x = (blockWeights.map { Self.midBlock($0(), config) } ?? midBlock!)(x, conditioning, b)
         let scale = 1 << config.downsamplings
         let forwardSize = h % scale != 0 || w % scale != 0
-        for (i, block) in upBlocks.enumerated() {
+        for i in levels {
+            let block = blockWeights.map { Self.upBlock(i, $0(), config) } ?? upBlocks[i]
             let taken = Array(skips.suffix(block.layers.count))
             skips.removeLast(block.layers.count)
-            let size = forwardSize && i != upBlocks.count - 1 ? skips.last.map { ($0.shape[2], $0.shape[3]) } : nil
+            let size = forwardSize && i != levels.count - 1 ? skips.last.map { ($0.shape[2], $0.shape[3]) } : nil
             x = block(x, skips: taken, conditioning, upsampleSize: size, b)
         }
         x = convOut(convNormOut(x, b, silu: true), b)

@@ -128,11 +128,33 @@ public struct BasicTransformerBlock {
         ff = GEGLUFeedForward(w, "\(key).ff", dim: dim)
     }
 
-    /// x (B, N, dim) → (B, N, dim).
-    public func callAsFunction(_ x: Tensor, context: Tensor?, _ b: Backend) -> Tensor {
-        var x = b.add(attn1(norm1(x, b), b), x)
+    /// x (B, N, dim) → (B, N, dim). With `tokenMerge`, the self-attention runs on merged tokens
+    /// (matched on the block's input, as tomesd does) and its output is unmerged (lossy).
+    public func callAsFunction(_ x: Tensor, context: Tensor?, tokenMerge: TokenMerge? = nil, _ b: Backend) -> Tensor {
+        var x = x
+        if let merge = tokenMerge {
+            let slots = b.matchTokens(x, height: merge.height, width: merge.width, ratio: merge.ratio)
+            let merged = b.mergeTokens(norm1(x, b), slots: slots, height: merge.height, width: merge.width, ratio: merge.ratio)
+            x = b.add(b.unmergeTokens(attn1(merged, b), slots: slots), x)
+        } else {
+            x = b.add(attn1(norm1(x, b), b), x)
+        }
         x = b.add(attn2(norm2(x, b), context: context, b), x)
         return b.add(ff(norm3(x, b), b), x)
+    }
+}
+
+/// Token merging on a spatial self-attention: `ratio` of the `height`×`width` tokens of each
+/// frame merged (see `TokenMerging.swift`).
+public struct TokenMerge: Sendable, Equatable {
+    public var ratio: Double
+    public var height: Int
+    public var width: Int
+
+    public init(ratio: Double, height: Int, width: Int) {
+        self.ratio = ratio
+        self.height = height
+        self.width = width
     }
 }
 

@@ -16,12 +16,14 @@ public struct Transformer2DModel {
         projOut = Linear(w, "\(key).proj_out", inner, channels)
     }
 
-    /// x (N, C, H, W), context (N, M, contextDim) → (N, C, H, W).
-    public func callAsFunction(_ x: Tensor, context: Tensor, _ b: Backend) -> Tensor {
+    /// x (N, C, H, W), context (N, M, contextDim) → (N, C, H, W). `tokenMergeRatio` merges that
+    /// share of each frame's tokens in the self-attention (lossy; nil: none).
+    public func callAsFunction(_ x: Tensor, context: Tensor, tokenMergeRatio: Double? = nil, _ b: Backend) -> Tensor {
         let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         // (N, C, H, W) -> (N, H·W, C)
         let tokens = b.permute(norm(x, b).reshaped([n, c, h * wd]), [0, 2, 1])
-        let out = projOut(block(projIn(tokens, b), context: context, b), b)
+        let merge = tokenMergeRatio.map { TokenMerge(ratio: $0, height: h, width: wd) }
+        let out = projOut(block(projIn(tokens, b), context: context, tokenMerge: merge, b), b)
         // (N, H·W, C) -> (N, C, H, W)
         return b.add(b.permute(out, [0, 2, 1]).reshaped([n, c, h, wd]), x)
     }

@@ -29,7 +29,9 @@ public struct UNet3DLayer {
     func callAsFunction(_ x: Tensor, _ c: UNetConditioning, _ b: Backend) -> Tensor {
         var h = tempConv(c.spatial(x, b) { resnet($0, activatedEmbedding: $1.activatedEmbedding, b) }, frames: c.frames, b)
         if let attention, let tempAttention {
-            h = tempAttention(c.spatial(h, b) { attention($0, context: $1.context, b) }, frames: c.frames, splits: c.splits, b)
+            let ratio = c.tokenMergeRatio(height: h.shape[2], width: h.shape[3])
+            h = tempAttention(c.spatial(h, b) { attention($0, context: $1.context, tokenMergeRatio: ratio, b) },
+                              frames: c.frames, splits: c.splits, b)
         }
         return h
     }
@@ -46,6 +48,17 @@ public struct UNetConditioning {
     /// spatial layers take 1/splits of the B·F frames at a time, temporal transformers 1/splits of
     /// the B·h·w pixel sequences.
     public let splits: Int
+    /// Token merging on the spatial self-attentions at the UNet's full latent resolution (tomesd's
+    /// default `max_downsample=1`): the share of tokens merged, nil for none (lossy).
+    public let tokenMerge: Double?
+    /// The latent (height, width) the UNet was called with.
+    public let latentSize: (Int, Int)
+
+    /// The merge ratio for a spatial transformer over `height`×`width`: only at full resolution.
+    func tokenMergeRatio(height: Int, width: Int) -> Double? {
+        guard let tokenMerge, tokenMerge > 0, (height, width) == latentSize else { return nil }
+        return tokenMerge
+    }
 
     /// Runs a spatial (per-frame) layer on `x` (B·F rows), in `splits` parts; `layer` gets the rows
     /// and the conditioning of those rows.
@@ -53,7 +66,7 @@ public struct UNetConditioning {
         guard splits > 1 else { return layer(x, self) }
         return b.inRowChunks(x, parts: splits, op: "frame_chunk") { part, rows in
             layer(part, UNetConditioning(activatedEmbedding: activatedEmbedding.slice(rows), context: context.slice(rows),
-                                         frames: frames, splits: 1))
+                                         frames: frames, splits: 1, tokenMerge: tokenMerge, latentSize: latentSize))
         }
     }
 }

@@ -83,7 +83,14 @@ public final class WeightReader {
         read(key, shape, dtype: matrixStorage ?? backend.computeType)
     }
 
+    /// The bytes each key's weight takes on the device, as read so far.
+    public private(set) var bytesByKey: [String: Int] = [:]
+    /// The shape the model asked for under each key, so far.
+    public private(set) var shapesByKey: [String: [Int]] = [:]
+
     private func read(_ key: String, _ shape: [Int], dtype: DType) -> Tensor {
+        bytesByKey[key] = shape.reduce(1, *) * dtype.size
+        shapesByKey[key] = shape
         if shapesOnly { return backend.empty(shape, dtype: dtype, op: "weights") }
         guard let name = ([key] + aliases(key)).first(where: { sources[$0] != nil }), let source = sources[name] else {
             missing.append(key)

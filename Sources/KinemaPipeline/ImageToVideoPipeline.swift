@@ -74,16 +74,21 @@ public struct GeneratedVideo: Sendable {
 }
 
 /// How a generation is run: lossless choices that change memory and time, never the frames
-/// beyond float rounding.
+/// beyond float rounding, and two lossy ones the planner takes only when no lossless plan fits
+/// (`vaeTile`, `tokenMerge`).
 public struct ExecutionPlan: Sendable, Equatable, Codable {
     /// Classifier-free guidance as one UNet call on a batch of two, or two calls of one
     /// (unconditional, then conditional): half the UNet's activations, a little slower.
     public enum Guidance: String, Sendable, Codable, CaseIterable { case batched, serial }
-    /// Which weights are resident: all of them for the whole run, or only the models of the
-    /// running phase (encoders, then UNet, then VAE), each loaded when its phase starts.
+    /// Which weights are resident: all of them for the whole run; only the models of the running
+    /// phase (encoders, then UNet, then VAE), each loaded when its phase starts; or that, with the
+    /// UNet's blocks (`down_blocks.i`, `mid_block`, `up_blocks.i`) streamed — each read onto the
+    /// device when a UNet call reaches it and dropped after (the weights are read again at every
+    /// call: slower, and the device holds one block's weights at a time).
     public enum Residency: String, Sendable, Codable, CaseIterable {
         case all
         case perPhase = "per_phase"
+        case streamed
     }
 
     /// How weight matrices are kept: in the compute type, or in f16 and widened one op at a time
@@ -98,16 +103,38 @@ public struct ExecutionPlan: Sendable, Equatable, Codable {
     /// sequences for the temporal transformers. Their intermediates shrink about `splits` times;
     /// the products get smaller, so somewhat slower. 1 = whole.
     public var splits: Int
+    /// Lossy: decode in tiles of this many latent pixels a side, overlapping by a quarter and
+    /// blended (diffusers' VAE tiling); nil decodes whole frames.
+    public var vaeTile: Int?
+    /// Lossy: the share of each frame's tokens merged in the UNet's full-resolution spatial
+    /// self-attentions (frame-aware ToMe); nil merges none.
+    public var tokenMerge: Double?
 
-    public init(guidance: Guidance = .batched, residency: Residency = .all, splits: Int = 1, weights: Weights = .compute) {
+    public init(guidance: Guidance = .batched, residency: Residency = .all, splits: Int = 1, weights: Weights = .compute,
+                vaeTile: Int? = nil, tokenMerge: Double? = nil) {
         self.guidance = guidance
         self.residency = residency
         self.splits = splits
         self.weights = weights
+        self.vaeTile = vaeTile
+        self.tokenMerge = tokenMerge
+    }
+
+    /// Whether this plan changes the frames beyond float rounding.
+    public var isLossy: Bool { vaeTile != nil || (tokenMerge ?? 0) > 0 }
+
+    /// The same knobs with the lossy ones set.
+    public func with(vaeTile: Int?, tokenMerge: Double?) -> ExecutionPlan {
+        var copy = self
+        copy.vaeTile = vaeTile
+        copy.tokenMerge = tokenMerge
+        return copy
     }
 
     enum CodingKeys: String, CodingKey {
         case guidance, residency, splits, weights
+        case vaeTile = "vae_tile"
+        case tokenMerge = "token_merge"
     }
 }
 
@@ -168,7 +195,10 @@ public struct ImageToVideoPipeline {
         func textEncoder() throws -> CLIPTextModel { try resident?.textEncoder ?? folder.textEncoder() }
         func imageEncoder() throws -> CLIPVisionModelWithProjection { try resident?.imageEncoder ?? folder.imageEncoder() }
         func vae() throws -> AutoencoderKL { try resident?.vae ?? folder.vae() }
-        func unet() throws -> I2VGenXLUNet { try resident?.unet ?? folder.unet() }
+        func unet() throws -> I2VGenXLUNet {
+            if let resident { return resident.unet }
+            return plan.residency == .streamed ? try folder.unetStreamingBlocks() : try folder.unet()
+        }
         /// Configs without weights, for sizes.
         func vaeConfig() throws -> AutoencoderKLConfig {
             try resident?.vae.config ?? AutoencoderKLConfig(contentsOf: ModelFolder.path(folder.folder, "vae", "config.json"))
@@ -188,6 +218,12 @@ public struct ImageToVideoPipeline {
                          isCancelled: () -> Bool = { false },
                          observe: (String, Tensor) -> Void = { _, _ in }) throws -> GeneratedVideo {
         try request.validate()
+        if let tile = plan.vaeTile, !AutoencoderKL.isValidTile(tile) {
+            throw GenerationError("VAE tile \(tile) must be a multiple of 4 of at least 8 latent pixels")
+        }
+        if let ratio = plan.tokenMerge, !(ratio >= 0 && ratio < 1) {
+            throw GenerationError("token merge ratio \(ratio) must be in [0, 1)")
+        }
         if case .loaded = source, plan.residency != .all {
             throw GenerationError("a pipeline over loaded models keeps them all resident; build it from a ModelFolder for per-phase residency")
         }
@@ -217,7 +253,8 @@ public struct ImageToVideoPipeline {
         progress(GenerationProgress(phase: .decode, step: 0, totalSteps: frames))
         while start < frames {
             let end = min(frames, start + request.decodeChunk)
-            decoded.append(vae.decode(perFrame.slice(start..<end), b))
+            let chunk = perFrame.slice(start..<end)
+            decoded.append(plan.vaeTile.map { vae.decode(chunk, tile: $0, b) } ?? vae.decode(chunk, b))
             if start == 0 { observe("first_decode", decoded[0]) }
             start = end
             progress(GenerationProgress(phase: .decode, step: end, totalSteps: frames))
@@ -306,14 +343,15 @@ public struct ImageToVideoPipeline {
                     let halves = (0..<2).map { i in
                         unet(current, timestep: t, fps: request.fps, textEmbeddings: textEmbeddings.slice(i..<(i + 1)),
                              imageLatents: imageLatents.slice(i..<(i + 1)), imageEmbeddings: imageEmbeddings.slice(i..<(i + 1)),
-                             splits: plan.splits, b)
+                             splits: plan.splits, tokenMerge: plan.tokenMerge, b)
                     }
                     if index == 0 { observe("unet_out", b.concat(halves, axis: 0)) }
                     prediction = b.add(halves[0], b.affine(b.sub(halves[1], halves[0]), scale: request.guidanceScale))
                 } else {
                     let input = guidance ? b.concat([current, current], axis: 0) : current
                     prediction = unet(input, timestep: t, fps: request.fps, textEmbeddings: textEmbeddings,
-                                      imageLatents: imageLatents, imageEmbeddings: imageEmbeddings, splits: plan.splits, b)
+                                      imageLatents: imageLatents, imageEmbeddings: imageEmbeddings, splits: plan.splits,
+                                      tokenMerge: plan.tokenMerge, b)
                     if index == 0 { observe("unet_out", prediction) }
                     if guidance {
                         // uncond + g · (cond − uncond), op by op as torch rounds it.

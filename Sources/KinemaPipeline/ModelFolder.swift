@@ -117,11 +117,76 @@ public struct ModelFolder {
         return model
     }
 
+    /// The bytes of the UNet's weights by top-level block (`down_blocks.1`, `mid_block`, `up_blocks.0`,
+    /// `conv_in`, …) as this folder's models keep them: the unit of memory no plan can split.
+    public func unetBlockWeightBytes() throws -> [String: Int] {
+        let config = try I2VGenXLUNetConfig(contentsOf: Self.path(folder, "unet", "config.json"))
+        let w = WeightReader(shapesOnlyFor: "unet", backend: MetaBackend(emulating: backend.workspacePolicy, computeType: backend.computeType))
+        w.matrixStorage = matrixStorage
+        _ = I2VGenXLUNet(config: config, weights: w)
+        var blocks: [String: Int] = [:]
+        for (key, bytes) in w.bytesByKey {
+            let parts = key.split(separator: ".")
+            let block = parts[0] == "down_blocks" || parts[0] == "up_blocks" ? parts.prefix(2).joined(separator: ".") : String(parts[0])
+            blocks[block, default: 0] += bytes
+        }
+        return blocks
+    }
+
     public func unet() throws -> I2VGenXLUNet {
         let config = try I2VGenXLUNetConfig(contentsOf: Self.path(folder, "unet", "config.json"))
         let w = try reader("unet", base: "diffusion_pytorch_model") { try WeightReader(component: "unet", files: $0, backend: backend) }
         let model = I2VGenXLUNet(config: config, weights: w)
         try w.finish()
+        return model
+    }
+
+    /// The UNet with its blocks' weights (`down_blocks`, `mid_block`, `up_blocks`) streamed: read
+    /// onto the device when a call reaches each block and dropped after it; the rest resident.
+    /// Every key is checked against the files here, before anything runs.
+    public func unetStreamingBlocks() throws -> I2VGenXLUNet {
+        let config = try I2VGenXLUNetConfig(contentsOf: Self.path(folder, "unet", "config.json"))
+        var files: [SafeTensorsFile] = []
+        if case .files(let variant) = weights {
+            files = try I2VGenXLModel.weightFiles(in: Self.path(folder, "unet"), base: "diffusion_pytorch_model", variant: variant)
+                .map { try SafeTensorsFile(path: $0) }
+            // The whole model's keys and shapes, from a shapes-only build on a meta device.
+            let expected = WeightReader(shapesOnlyFor: "unet", backend: MetaBackend(emulating: backend.workspacePolicy))
+            _ = I2VGenXLUNet(config: config, weights: expected)
+            let stored = Dictionary(files.flatMap(\.tensors).map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a })
+            let missing = expected.shapesByKey.keys.filter { stored[$0] == nil }.sorted()
+            let misshaped = expected.shapesByKey.compactMap { key, shape in
+                stored[key].flatMap { $0 == shape ? nil : "\(key) expected \(shape), found \($0)" }
+            }.sorted()
+            let unexpected = stored.keys.filter { expected.shapesByKey[$0] == nil }.sorted()
+            if !missing.isEmpty || !misshaped.isEmpty || !unexpected.isEmpty {
+                var lines = ["unet: the weights do not match the model"]
+                for (title, keys) in [("missing keys", missing), ("unexpected keys", unexpected), ("mis-shaped keys", misshaped)] where !keys.isEmpty {
+                    lines.append("  \(title) (\(keys.count)): " + keys.prefix(12).joined(separator: ", ") + (keys.count > 12 ? ", …" : ""))
+                }
+                throw ModelLoadError(lines.joined(separator: "\n"))
+            }
+        }
+        let backend = backend, storage = matrixStorage, sources = files
+        func blockReader() -> WeightReader {
+            let w: WeightReader
+            if sources.isEmpty {
+                w = WeightReader(shapesOnlyFor: "unet", backend: backend)
+            } else {
+                // Keys were checked above; a block reads only its own.
+                guard let reader = try? WeightReader(component: "unet", files: sources, backend: backend) else {
+                    preconditionFailure("unet: weight files changed after they were checked")
+                }
+                w = reader
+            }
+            w.matrixStorage = storage
+            return w
+        }
+        let resident = sources.isEmpty ? WeightReader(shapesOnlyFor: "unet", backend: backend)
+            : try WeightReader(component: "unet", files: sources, backend: backend, ignorable: I2VGenXLUNet.isBlockKey)
+        resident.matrixStorage = matrixStorage
+        let model = I2VGenXLUNet(config: config, weights: resident, streamingBlocks: blockReader)
+        try resident.finish()
         return model
     }
 }

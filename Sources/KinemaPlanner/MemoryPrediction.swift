@@ -1,5 +1,6 @@
 import Foundation
 import KinemaCore
+import KinemaModels
 import KinemaPipeline
 
 /// Peak device bytes of one generation, by phase, as the allocator counts them: every tensor,
@@ -12,10 +13,45 @@ public struct MemoryPrediction: Sendable, Equatable, Codable {
     public var phasePeakBytes: [String: Int]
     /// The largest of the phase peaks: the bytes the device must hold.
     public var peakBytes: Int { phasePeakBytes.values.max() ?? weightBytes }
+    /// The ops' work in each phase (a dry run's count; empty for a measurement).
+    public var phaseWork: [String: OpWork]
+    /// Weight bytes read from the model files: every component once, the VAE twice when weights
+    /// are loaded per phase (for encoding, then for decoding).
+    public var loadedWeightBytes: Int
+    /// Of those, the UNet block weights read again at every denoising step (streamed residency).
+    public var streamedBytesPerStep: Int
 
-    public init(weightBytes: Int, phasePeakBytes: [String: Int]) {
+    public init(weightBytes: Int, phasePeakBytes: [String: Int], phaseWork: [String: OpWork] = [:], loadedWeightBytes: Int = 0,
+                streamedBytesPerStep: Int = 0) {
         self.weightBytes = weightBytes
         self.phasePeakBytes = phasePeakBytes
+        self.phaseWork = phaseWork
+        self.loadedWeightBytes = loadedWeightBytes
+        self.streamedBytesPerStep = streamedBytesPerStep
+    }
+}
+
+/// Adds up a meta device's op work per phase, from the run's progress reports.
+final class PhaseWorkRecorder {
+    private let meta: MetaBackend
+    private var phase: String?
+    private var start = OpWork()
+    private(set) var work: [String: OpWork] = [:]
+
+    init(meta: MetaBackend) { self.meta = meta }
+
+    func record(_ progress: GenerationProgress) {
+        let name = progress.phase.rawValue
+        guard name != phase else { return }
+        close()
+        phase = name
+        start = OpWork()
+        meta.work = OpWork()
+    }
+
+    func close() {
+        if let phase { work[phase] = (work[phase] ?? OpWork()) + (meta.work - start) }
+        phase = nil
     }
 }
 
@@ -61,11 +97,31 @@ public enum MemoryPredictor {
     public static func predict(models: ModelFolder, request: GenerationRequest, plan: ExecutionPlan = ExecutionPlan()) throws -> MemoryPrediction {
         let meta = MetaBackend(emulating: models.backend.workspacePolicy, computeType: models.backend.computeType)
         let dry = models.on(meta, weights: .shapesOnly)
-        let weightBytes = try weightBytes(dry.storingMatrices(as: plan.weights == .f16 ? .f16 : nil))
+        let stored = dry.storingMatrices(as: plan.weights == .f16 ? .f16 : nil)
+        let weightBytes = try weightBytes(stored)
         let recorder = PhasePeakRecorder(meter: meta.allocator.meter)
-        _ = try ImageToVideoPipeline(folder: dry).generate(image: try blankImage(request), request: request, plan: plan) { recorder.record($0) }
+        let work = PhaseWorkRecorder(meta: meta)
+        _ = try ImageToVideoPipeline(folder: dry).generate(image: try blankImage(request), request: request, plan: plan) {
+            recorder.record($0)
+            work.record($0)
+        }
         recorder.close()
-        return MemoryPrediction(weightBytes: weightBytes, phasePeakBytes: recorder.peaks)
+        work.close()
+        var loaded = weightBytes + (plan.residency != .all ? try vaeWeightBytes(stored) : 0)
+        var streamedPerStep = 0
+        if plan.residency == .streamed {
+            let blocks = try stored.unetBlockWeightBytes().filter { I2VGenXLUNet.isBlockKey($0.key + ".") }.values.reduce(0, +)
+            streamedPerStep = blocks * (request.usesGuidance && plan.guidance == .serial ? 2 : 1)
+            loaded += streamedPerStep * request.steps
+        }
+        return MemoryPrediction(weightBytes: weightBytes, phasePeakBytes: recorder.peaks, phaseWork: work.work, loadedWeightBytes: loaded,
+                                streamedBytesPerStep: streamedPerStep)
+    }
+
+    static func vaeWeightBytes(_ models: ModelFolder) throws -> Int {
+        let meta = MetaBackend(emulating: models.backend.workspacePolicy, computeType: models.backend.computeType)
+        let vae = try models.on(meta, weights: .shapesOnly).vae()
+        return withExtendedLifetime(vae) { meta.allocator.meter.current }
     }
 
     /// Dry-runs `request` with a model already built on the meta backend `meta` (with its

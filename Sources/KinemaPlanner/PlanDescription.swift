@@ -5,14 +5,18 @@ public enum PlanDescription {
     public static func json(_ plan: ExecutionPlan, request: GenerationRequest, threads: Int) -> [String: Any] {
         ["device": "cpu", "weights": plan.weights == .f16 ? "f16" : "f32", "residency": plan.residency.rawValue,
          "guidance": request.usesGuidance ? plan.guidance.rawValue : "off", "decode_chunk": request.decodeChunk,
-         "splits": plan.splits, "threads": threads]
+         "splits": plan.splits, "threads": threads,
+         "vae_tile": plan.vaeTile as Any, "token_merge": plan.tokenMerge as Any, "lossy": plan.isLossy]
     }
 
     public static func text(_ plan: ExecutionPlan, request: GenerationRequest) -> String {
         let guidance = request.usesGuidance ? "guidance \(plan.guidance.rawValue)" : "no guidance"
-        let residency = plan.residency == .all ? "all weights resident" : "weights loaded per phase"
+        let residency = ["all": "all weights resident", "per_phase": "weights loaded per phase",
+                         "streamed": "weights loaded per phase, UNet blocks streamed"][plan.residency.rawValue]!
         let frames = plan.splits > 1 ? ", UNet activations in \(plan.splits) parts" : ""
         let weights = plan.weights == .f16 ? "f32 compute, f16 weights" : "f32"
-        return "cpu, \(weights), \(residency), \(guidance)\(frames), decode chunk \(request.decodeChunk)"
+        let tile = plan.vaeTile.map { ", LOSSY VAE tiles of \($0) latent px" } ?? ""
+        let merge = plan.tokenMerge.map { ", LOSSY token merging \(Int(($0 * 100).rounded()))%" } ?? ""
+        return "cpu, \(weights), \(residency), \(guidance)\(frames), decode chunk \(request.decodeChunk)\(tile)\(merge)"
     }
 }

@@ -2,11 +2,13 @@ import ArgumentParser
 import Foundation
 import KinemaCore
 import KinemaCPU
+import KinemaPipeline
+import KinemaPlanner
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (measurements, not tests).",
-        subcommands: [BenchOps.self]
+        subcommands: [BenchOps.self, BenchCalibrate.self]
     )
 }
 
@@ -119,5 +121,102 @@ struct BenchOps: ParsableCommand {
             throw CLIError("\(python) \(torchScript) failed (exit \(process.terminationStatus)); is torch installed for that interpreter?")
         }
         return ops.compactMapValues { $0["median_ms"] as? Double }
+    }
+}
+
+struct BenchCalibrate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "calibrate",
+        abstract: "Measure this machine's op rates and keep them in the data directory, for predicted seconds.",
+        discussion: """
+            Times matrix products, convolutions, attention, memory-bound ops and weight reading on \
+            the CPU backend, with --threads worker threads; then denoises two steps of the model \
+            (--model, else the one generate would use) with two plans — whole activations, and \
+            serial guidance with activations in 8 parts — and fits a scale on the rates and a cost \
+            per op call to those runs. Stores the result in DATA/calibration.json (one entry per \
+            thread count). kinema plan, kinema generate and the planner's choice of the fastest \
+            plan use it; without a calibration they use a documented default (docs/memory.md).
+
+            Examples:
+              kinema bench calibrate
+              kinema bench calibrate --threads 4 --data-dir /srv/kinema
+            """
+    )
+
+    @Option(help: "Worker threads (default: one per core).")
+    var threads: Int?
+
+    @Option(help: "Timed runs per op (the median is used).")
+    var runs = 3
+
+    @Option(help: "Where to keep the calibration (default: $KINEMA_DATA, else ~/.local/share/kinema).")
+    var dataDir: String?
+
+    @Flag(help: "Print the calibration as JSON.")
+    var json = false
+
+    @Option(help: "The model whose denoising steps the cost model is fitted to (default: the one generate would use).")
+    var model: String?
+
+    @Flag(help: "Measure op rates only, without fitting them to a model's run.")
+    var opsOnly = false
+
+    func validate() throws {
+        if runs < 1 { throw ValidationError("--runs must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        let backend = CPUBackend(threads: threads)
+        let host = ProcessInfo.processInfo.hostName
+        let date = ISO8601DateFormatter().string(from: Date())
+        var model = CostModel.calibrate(on: backend, threads: backend.threads, runs: runs, source: "calibrated \(date) on \(host)")
+        var fitNote = "op rates only"
+        if !opsOnly, let folder = try? ModelLocator.resolve(self.model) {
+            let samples = try [ExecutionPlan(), ExecutionPlan(guidance: .serial, residency: .perPhase, splits: 8)].map { plan in
+                try denoisingSample(folder: folder, plan: plan, backend: backend)
+            }
+            model = model.fitted(to: samples)
+            model.source += ", fitted to \(folder)"
+            fitNote = "fitted to 2 denoising steps of \(folder) with 2 plans: "
+                + samples.map { String(format: "%.2f s measured, %.2f s fitted", $0.seconds, model.seconds($0.work)) }.joined(separator: "; ")
+        }
+        let directory = DataDirectory.resolve(dataDir)
+        do { try model.save(dataDirectory: directory) } catch {
+            throw CLIError("could not write \(CostModel.path(dataDirectory: directory)): \(error.localizedDescription)")
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(model), as: UTF8.self))
+            return
+        }
+        print("\(backend.threads) threads, stored in \(CostModel.path(dataDirectory: directory))")
+        print(String(format: "  matrix products  %8.1f GFLOP/s", model.matmulFlopsPerSecond / 1e9))
+        print(String(format: "  convolutions     %8.1f GFLOP/s", model.convolutionFlopsPerSecond / 1e9))
+        print(String(format: "  attention        %8.1f GFLOP/s", model.attentionFlopsPerSecond / 1e9))
+        print(String(format: "  memory-bound ops %8.2f GB/s", model.memoryBytesPerSecond / 1e9))
+        print(String(format: "  weight reading   %8.2f GB/s", model.weightBytesPerSecond / 1e9))
+        print(String(format: "  per op call      %8.1f µs", model.secondsPerCall * 1e6))
+        print(String(format: "  scale on rates   %8.2f", model.workScale))
+        print("  " + fitNote)
+    }
+
+    /// Two denoising steps of `folder`'s model at its default settings with `plan`: the dry run's
+    /// work of the denoising phase and its measured seconds.
+    func denoisingSample(folder: String, plan: ExecutionPlan, backend: CPUBackend) throws -> (work: OpWork, seconds: Double) {
+        var request = GenerationRequest(prompt: "the camera pans to the left", seed: 1)
+        try ModelSettings.load(modelFolder: folder).apply(to: &request)
+        request.steps = 2
+        let predicted = try MemoryPredictor.predict(folder: folder, request: request, plan: plan, workspacePolicy: backend.workspacePolicy)
+        let models = try ModelFolder(folder: folder, backend: backend, weights: .files(variant: nil))
+        let picture = try RGBImage(width: request.width, height: request.height,
+                                   pixels: (0..<(request.width * request.height * 3)).map { _ in UInt8.random(in: 0...255) })
+        var start: Date?, end = Date()
+        _ = try ImageToVideoPipeline(folder: models).generate(image: picture, request: request, plan: plan) { progress in
+            if progress.phase == .denoise && progress.step == 0 { start = Date() }
+            if progress.phase == .denoise && progress.step == progress.totalSteps { end = Date() }
+        }
+        return (predicted.phaseWork["denoise"] ?? OpWork(), end.timeIntervalSince(start ?? end))
     }
 }

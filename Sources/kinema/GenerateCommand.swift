@@ -72,7 +72,7 @@ struct Generate: ParsableCommand {
         let backend = CPUBackend(threads: settings.threads)
         // Plan before any work: the fastest plan within the budget, or a refusal.
         let budget = try settings.budgetBytes()
-        let chosen = try settings.choosePlan(folder: modelFolder, request: request, workspacePolicy: backend.workspacePolicy)
+        let chosen = try settings.choosePlan(folder: modelFolder, request: request, workspacePolicy: backend.workspacePolicy, threads: backend.threads)
         for note in chosen.degradations { FileHandle.standardError.write(Data("degraded to fit the memory budget: \(note)\n".utf8)) }
         request = chosen.request
         if seed == nil { FileHandle.standardError.write(Data("seed: \(request.seed)\n".utf8)) }
@@ -118,6 +118,8 @@ struct Generate: ParsableCommand {
                 "baseline_rss_bytes": baselineRSS,
                 "plan": PlanDescription.json(chosen.plan, request: request, threads: backend.threads),
                 "degradations": chosen.degradations, "memory_budget_bytes": budget as Any,
+                "predicted_seconds": chosen.predictedSeconds, "predicted_phase_seconds": chosen.predictedPhaseSeconds,
+                "cost_model": chosen.costModel.source,
             ]
             try AtomicFile.write(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), to: report)
         }

@@ -37,8 +37,18 @@ struct GenerationOptions: ParsableArguments {
     @Option(help: "Memory kept free when --memory-budget is auto.")
     var memoryHeadroom = "1GiB"
 
-    @Flag(help: "When no lossless plan fits the budget, lower the resolution (then the frame count) until one does, and say so.")
+    @Flag(help: "When no lossless plan fits the budget, take the least lossy plan that does, in this order: VAE tiling, token merging, lower resolution, fewer frames; each change is said on stderr and in the report.")
     var allowDegrade = false
+
+    @Option(help: "Where kinema bench calibrate keeps this machine's op timings, read to predict seconds (default: $KINEMA_DATA, else ~/.local/share/kinema).")
+    var dataDir: String?
+
+    /// The cost model for `threads` worker threads: this machine's calibration, else the default.
+    func costModel(threads: Int) throws -> CostModel {
+        do { return try CostModel.load(dataDirectory: DataDirectory.resolve(dataDir), threads: threads) ?? .defaultCPU } catch let error as PlanError {
+            throw CLIError("\(error)")
+        }
+    }
 
     /// The request these options describe, unset values from the model's `kinema.json`, then diffusers' defaults.
     func request(prompt: String, negativePrompt: String?, seed: UInt64, modelFolder: String) throws -> GenerationRequest {
@@ -59,10 +69,19 @@ struct GenerationOptions: ParsableArguments {
     }
 
     /// The planner's choice for `request` within the budget.
-    func choosePlan(folder: String, request: GenerationRequest, workspacePolicy: WorkspacePolicy) throws -> PlanReport {
+    func choosePlan(folder: String, request: GenerationRequest, workspacePolicy: WorkspacePolicy, threads: Int) throws -> PlanReport {
+        let costModel = try costModel(threads: threads)
         do {
             return try Planner.choose(folder: folder, request: request, budget: try budgetBytes(), allowDegrade: allowDegrade,
-                                      workspacePolicy: workspacePolicy)
+                                      workspacePolicy: workspacePolicy, costModel: costModel)
         } catch let error as PlanError { throw CLIError("\(error)") }
+    }
+}
+
+/// Where kinema keeps its data (jobs, outputs, calibration): the option, $KINEMA_DATA, else ~/.local/share/kinema.
+enum DataDirectory {
+    static func resolve(_ option: String?) -> String {
+        option ?? ProcessInfo.processInfo.environment["KINEMA_DATA"]
+            ?? (FileManager.default.homeDirectoryForCurrentUser.path + "/.local/share/kinema")
     }
 }

@@ -17,9 +17,12 @@ struct Plan: ParsableCommand {
             tokenizer and scheduler config alone (e.g. the released I2VGen-XL configs).
 
             With --memory-budget it picks the fastest lossless plan that fits (guidance batched or \
-            serial; all weights resident or only the running phase's), and, with --allow-degrade, \
-            the least lossy smaller settings when none fits; otherwise it refuses and names the \
-            smallest budget and the nearest settings that fit.
+            serial; all weights resident or only the running phase's; f16 weight storage for f16 \
+            checkpoints; UNet activations in parts), and, with --allow-degrade, the least lossy plan \
+            when none fits: VAE tiling with blended overlaps, then token merging on the spatial \
+            self-attention, then lower resolution, then fewer frames. Without --allow-degrade it \
+            refuses and names the smallest budget and the nearest settings that fit. A budget below \
+            the weights of the UNet's largest block is an error.
 
             Examples:
               kinema plan --model-config ../shared/data/i2vgen-xl-configs --width 768 --height 768 --frames 24
@@ -48,7 +51,8 @@ struct Plan: ParsableCommand {
         let request = try settings.request(prompt: "", negativePrompt: nil, seed: 0, modelFolder: folder)
         let policy = CPUWorkspacePolicy(threads: settings.threads ?? ProcessInfo.processInfo.activeProcessorCount)
         let budget = try settings.budgetBytes()
-        let chosen = try settings.choosePlan(folder: folder, request: request, workspacePolicy: policy)
+        let chosen = try settings.choosePlan(folder: folder, request: request, workspacePolicy: policy, threads: policy.threads)
+        let cost = chosen.costModel
         let prediction = chosen.prediction
         let final = chosen.request
         if json {
@@ -58,8 +62,11 @@ struct Plan: ParsableCommand {
                 "plan": PlanDescription.json(chosen.plan, request: final, threads: policy.threads),
                 "degradations": chosen.degradations, "memory_budget_bytes": budget as Any,
                 "request": ["width": final.width, "height": final.height, "frames": final.frames, "guidance": final.guidanceScale],
+                "predicted_seconds": chosen.predictedSeconds, "predicted_phase_seconds": chosen.predictedPhaseSeconds,
+                "cost_model": cost.source,
                 "alternatives": chosen.alternatives.map { ["plan": PlanDescription.json($0.plan, request: request, threads: policy.threads),
-                                                           "predicted_peak_bytes": $0.prediction.peakBytes] },
+                                                           "predicted_peak_bytes": $0.prediction.peakBytes,
+                                                           "predicted_seconds": cost.seconds($0.prediction)] },
             ]
             print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
             return
@@ -74,11 +81,13 @@ struct Plan: ParsableCommand {
             if let bytes = prediction.phasePeakBytes[phase] { print("  " + phase.padding(toLength: 11, withPad: " ", startingAt: 0) + " \(gib(bytes)) peak") }
         }
         if chosen.alternatives.count > 1 {
-            print("considered (fastest first):")
+            print("considered (lossless plans):")
             for alternative in chosen.alternatives {
-                print("  \(PlanDescription.text(alternative.plan, request: request)): \(gib(alternative.prediction.peakBytes))")
+                print("  \(PlanDescription.text(alternative.plan, request: request)): \(gib(alternative.prediction.peakBytes)), "
+                      + String(format: "%.1f s", cost.seconds(alternative.prediction)))
             }
         }
         print("predicted peak: \(gib(prediction.peakBytes)) (\(prediction.peakBytes) bytes)")
+        print(String(format: "predicted time: %.1f s (cost model: %@)", chosen.predictedSeconds, cost.source))
     }
 }

@@ -89,7 +89,11 @@ final class GenerateCommandTests: XCTestCase {
                     "--frames", "2", "--steps", "2", "--guidance", "1", "--quiet", "--output", output.path]
         let refused = try CLITests.run(base + ["--memory-budget", "100KB"])
         XCTAssertNotEqual(refused.status, 0)
-        XCTAssertTrue(refused.stderr.contains("no lossless plan fits") || refused.stderr.contains("no plan fits"), refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("no lossless plan fits") || refused.stderr.contains("no plan fits")
+                      || refused.stderr.contains("below the weights of the UNet's largest block"), refused.stderr)
+        let belowABlock = try CLITests.run(base + ["--memory-budget", "1KB", "--allow-degrade"])
+        XCTAssertNotEqual(belowABlock.status, 0)
+        XCTAssertTrue(belowABlock.stderr.contains("below the weights of the UNet's largest block"), belowABlock.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: output.path))
         let unparsable = try CLITests.run(base + ["--memory-budget", "-1GB"])
         XCTAssertNotEqual(unparsable.status, 0)
@@ -97,6 +101,48 @@ final class GenerateCommandTests: XCTestCase {
         let plenty = try CLITests.run(base + ["--memory-budget", "8GiB"])
         XCTAssertEqual(plenty.status, 0, plenty.stderr)
         XCTAssertTrue(FileManager.default.fileExists(atPath: output.path))
+    }
+
+    func testADegradedRunSaysWhatItChangedAndReportsItsPrediction() throws {
+        let (model, _, image) = try pipeline("released_layout")
+        let sizes = ["--width", "96", "--height", "96", "--frames", "3", "--guidance", "6", "--decode-chunk", "3"]
+        let plan = try CLITests.run(["plan", "--model", model.path, "--json"] + sizes)
+        XCTAssertEqual(plan.status, 0, plan.stderr)
+        let planned = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(plan.stdout.utf8)) as? [String: Any])
+        XCTAssertGreaterThan(planned["predicted_seconds"] as? Double ?? 0, 0)
+        XCTAssertEqual(planned["cost_model"] as? String, "default")
+        let leanest = try XCTUnwrap((planned["alternatives"] as? [[String: Any]])?.compactMap { $0["predicted_peak_bytes"] as? Int }.min())
+        let output = directory.appendingPathComponent("out.npy"), report = directory.appendingPathComponent("report.json")
+        let run = try CLITests.run(["generate", "--model", model.path, "--image", image.path, "--prompt", "zoom in", "--steps", "2", "--quiet",
+                                    "--memory-budget", "\(leanest - 1)", "--allow-degrade", "--output", output.path, "--report", report.path] + sizes)
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: report)) as? [String: Any])
+        let notes = try XCTUnwrap(object["degradations"] as? [String])
+        XCTAssertFalse(notes.isEmpty)
+        for note in notes { XCTAssertTrue(run.stderr.contains("degraded to fit the memory budget: \(note)"), run.stderr) }
+        XCTAssertEqual((object["plan"] as? [String: Any])?["lossy"] as? Bool, true, "\(object)")
+        XCTAssertEqual(object["predicted_peak_bytes"] as? Int, object["measured_peak_bytes"] as? Int)
+        XCTAssertLessThan(object["measured_peak_bytes"] as? Int ?? .max, leanest)
+        XCTAssertGreaterThan(object["predicted_seconds"] as? Double ?? 0, 0)
+        XCTAssertNotNil((object["predicted_phase_seconds"] as? [String: Double])?["denoise"])
+    }
+
+    func testCalibrationIsStoredInTheDataDirectoryAndUsed() throws {
+        let model = Self.pipelines.appendingPathComponent("tiny_no_guidance")
+        let data = directory.appendingPathComponent("data")
+        let calibrate = try CLITests.run(["bench", "calibrate", "--data-dir", data.path, "--runs", "1", "--threads", "1", "--ops-only", "--json"])
+        XCTAssertEqual(calibrate.status, 0, calibrate.stderr)
+        let stored = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: data.appendingPathComponent("calibration.json"))) as? [[String: Any]])
+        XCTAssertEqual(stored.count, 1)
+        XCTAssertGreaterThan(stored[0]["matmul_flops_per_second"] as? Double ?? 0, 0)
+        let sizes = ["--width", "32", "--height", "32", "--frames", "2", "--json"]
+        let calibrated = try CLITests.run(["plan", "--model", model.path, "--data-dir", data.path, "--threads", "1"] + sizes)
+        XCTAssertEqual(calibrated.status, 0, calibrated.stderr)
+        let answer = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(calibrated.stdout.utf8)) as? [String: Any])
+        XCTAssertTrue((answer["cost_model"] as? String ?? "").hasPrefix("calibrated"), "\(answer)")
+        XCTAssertGreaterThan(answer["predicted_seconds"] as? Double ?? 0, 0)
+        let otherThreads = try CLITests.run(["plan", "--model", model.path, "--data-dir", data.path, "--threads", "2"] + sizes)
+        XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(otherThreads.stdout.utf8)) as? [String: Any])?["cost_model"] as? String, "default")
     }
 
     func testEveryOutputFormatIsWritten() throws {

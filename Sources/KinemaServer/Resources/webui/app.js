@@ -671,6 +671,8 @@
       detail.push([knobs.device, knobs.weights, "weights " + knobs.residency, "guidance " + knobs.guidance,
         "decode " + knobs.decode_chunk + " frame" + (knobs.decode_chunk === 1 ? "" : "s") + " at a time",
         knobs.splits > 1 ? "UNet activations in " + knobs.splits + " parts" : "",
+        knobs.vae_tile != null ? "lossy: VAE tiles of " + knobs.vae_tile + " latent px" : "",
+        knobs.token_merge != null ? "lossy: " + Math.round(knobs.token_merge * 100) + "% of tokens merged" : "",
         knobs.threads + " threads"].filter(Boolean).join(" · "));
     }
     $("plan-detail").textContent = detail.join(" — ");
