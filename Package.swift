@@ -35,6 +35,7 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         .target(name: "KinemaCPU", dependencies: ["KinemaCore", "CBLAS"], swiftSettings: engineFlags),
+        .target(name: "KinemaCUDA", dependencies: ["KinemaCore"], swiftSettings: engineFlags),
         .target(name: "KinemaModels", dependencies: ["KinemaCore"], swiftSettings: engineFlags),
         .target(name: "KinemaPipeline", dependencies: ["KinemaModels", "KinemaCore"], swiftSettings: engineFlags),
         .target(name: "KinemaPlanner", dependencies: ["KinemaPipeline", "KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
@@ -55,7 +56,7 @@ let package = Package(
         .executableTarget(
             name: "kinema",
             dependencies: [
-                "KinemaCore", "KinemaCPU", "KinemaModels", "KinemaPipeline", "KinemaPlanner", "KinemaServer",
+                "KinemaCore", "KinemaCPU", "KinemaCUDA", "KinemaModels", "KinemaPipeline", "KinemaPlanner", "KinemaServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -72,6 +73,8 @@ let package = Package(
         .testTarget(name: "KinemaCoreTests", dependencies: ["KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .target(name: "KinemaJobs", dependencies: [.product(name: "SQLiteNIO", package: "sqlite-nio")]),
         .testTarget(name: "KinemaJobsTests", dependencies: ["KinemaJobs"], swiftSettings: [.swiftLanguageMode(.v5)]),
+        .testTarget(name: "KinemaCUDATests", dependencies: ["KinemaCUDA", "KinemaCPU", "KinemaCore"],
+                    swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(
             name: "KinemaCPUTests", dependencies: ["KinemaCore", "KinemaCPU"],
             exclude: ["Fixtures"],

@@ -90,9 +90,10 @@ public enum Planner {
     public static let losslessPlans = losslessPlans(halfWeights: false)
 
     public static func choose(folder: String, request: GenerationRequest, budget: Int?, allowDegrade: Bool = false,
-                              workspacePolicy: WorkspacePolicy) throws -> PlanReport {
+                              workspacePolicy: WorkspacePolicy, computeType: DType = .f32) throws -> PlanReport {
         // Configs, tokenizer and scheduler are read once for every dry run below.
-        let models = try ModelFolder(folder: folder, backend: MetaBackend(emulating: workspacePolicy), weights: .shapesOnly)
+        let models = try ModelFolder(folder: folder, backend: MetaBackend(emulating: workspacePolicy, computeType: computeType),
+                                     weights: .shapesOnly)
         func predict(_ plan: ExecutionPlan, _ request: GenerationRequest) throws -> MemoryPrediction {
             try MemoryPredictor.predict(models: models, request: request, plan: plan)
         }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KinemaCore
 import KinemaCPU
+import KinemaCUDA
 import KinemaPipeline
 import KinemaPlanner
 
@@ -48,6 +49,8 @@ struct Generate: ParsableCommand {
 
     @OptionGroup var settings: GenerationOptions
 
+    @OptionGroup var deviceOptions: DeviceOptions
+
     @Option(name: .shortAndLong, help: "Where to write the video (.mp4, .gif, .webp, .npy, or a folder/ of PNGs).")
     var output: String
 
@@ -69,10 +72,11 @@ struct Generate: ParsableCommand {
                                            seed: seed ?? UInt64.random(in: 0...UInt64(Int64.max)), modelFolder: modelFolder)
 
         let picture = try ImageLoader.load(path: image)
-        let backend = CPUBackend(threads: settings.threads)
+        let backend = try deviceOptions.makeBackend(threads: settings.threads)
         // Plan before any work: the fastest plan within the budget, or a refusal.
         let budget = try settings.budgetBytes()
-        let chosen = try settings.choosePlan(folder: modelFolder, request: request, workspacePolicy: backend.workspacePolicy)
+        let chosen = try settings.choosePlan(folder: modelFolder, request: request, workspacePolicy: backend.workspacePolicy,
+                                             computeType: backend.computeType)
         for note in chosen.degradations { FileHandle.standardError.write(Data("degraded to fit the memory budget: \(note)\n".utf8)) }
         request = chosen.request
         if seed == nil { FileHandle.standardError.write(Data("seed: \(request.seed)\n".utf8)) }
@@ -83,6 +87,7 @@ struct Generate: ParsableCommand {
         // What the process holds before any model memory (code, libraries, the decoded picture): the
         // fixed part of its peak RSS, which the report states beside the predicted peak.
         let baselineRSS = ProcessMemory.residentBytes
+        if backend is CUDABackend { bar.write("device: \(backend.deviceDescription)") }
         bar.phase("loading \(modelFolder)")
         let folder = try ModelFolder(folder: modelFolder, backend: backend, weights: .files(variant: variant))
         clock.finish("load")
@@ -92,6 +97,9 @@ struct Generate: ParsableCommand {
             bar.update($0)
         }
         recorder.close()
+        let cuda = backend as? CUDABackend
+        let poolStatistics = cuda?.device.poolStatistics()
+        let deviceMemory = cuda?.device.memoryInfo()
         let encoding = GenerationProgress(phase: .encodeVideo, step: 0, totalSteps: 1)
         clock.record(encoding)
         bar.update(encoding)
@@ -109,16 +117,23 @@ struct Generate: ParsableCommand {
         if let report {
             let object: [String: Any] = [
                 "seed": request.seed, "width": request.width, "height": request.height, "frames": request.frames,
-                "steps": request.steps, "guidance": request.guidanceScale, "model": modelFolder, "device": "cpu",
+                "steps": request.steps, "guidance": request.guidanceScale, "model": modelFolder, "device": backend.name,
+                "device_description": backend.deviceDescription, "compute_type": backend.computeType.rawValue,
                 "phase_seconds": clock.phases, "measured_seconds": clock.total,
                 "unet_seconds_per_step": clock.medianStepSeconds,
                 "measured_peak_bytes": recorder.peaks.values.max() ?? 0, "measured_phase_peak_bytes": recorder.peaks,
                 "predicted_peak_bytes": chosen.prediction.peakBytes, "predicted_phase_peak_bytes": chosen.prediction.phasePeakBytes,
                 "weight_bytes": chosen.prediction.weightBytes, "peak_rss_bytes": ProcessMemory.peakResidentBytes,
                 "baseline_rss_bytes": baselineRSS,
-                "plan": PlanDescription.json(chosen.plan, request: request, threads: backend.threads),
+                "plan": PlanDescription.json(chosen.plan, request: request, threads: backend.cpuThreads),
                 "degradations": chosen.degradations, "memory_budget_bytes": budget as Any,
-            ]
+            ].merging(cuda.map { cuda -> [String: Any] in [
+                // The allocator's peak is measured_peak_bytes; these are the CUDA pool's and driver's views.
+                "cuda_fixed_overhead_bytes": cuda.device.fixedOverheadBytes,
+                "cuda_used_after_context_bytes": cuda.device.usedAfterContextBytes,
+                "cuda_pool_reserved_peak_bytes": poolStatistics!.reservedPeak, "cuda_pool_used_peak_bytes": poolStatistics!.usedPeak,
+                "cuda_free_bytes_at_end": deviceMemory!.free, "cuda_total_bytes": deviceMemory!.total,
+            ] } ?? [:]) { first, _ in first }
             try AtomicFile.write(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), to: report)
         }
     }

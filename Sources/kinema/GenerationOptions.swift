@@ -59,10 +59,11 @@ struct GenerationOptions: ParsableArguments {
     }
 
     /// The planner's choice for `request` within the budget.
-    func choosePlan(folder: String, request: GenerationRequest, workspacePolicy: WorkspacePolicy) throws -> PlanReport {
+    func choosePlan(folder: String, request: GenerationRequest, workspacePolicy: WorkspacePolicy,
+                    computeType: DType = .f32) throws -> PlanReport {
         do {
             return try Planner.choose(folder: folder, request: request, budget: try budgetBytes(), allowDegrade: allowDegrade,
-                                      workspacePolicy: workspacePolicy)
+                                      workspacePolicy: workspacePolicy, computeType: computeType)
         } catch let error as PlanError { throw CLIError("\(error)") }
     }
 }
