@@ -133,6 +133,12 @@ public struct SelfTest {
             ("attention cross", 2, 256, 20, 2, 32, false),
             ("attention causal (CLIP text)", 1, 77, 77, 4, 16, true),
             ("attention temporal", 64, 16, 16, 2, 32, false),
+            // Head dims of the released models (UNet and CLIP text 64, CLIP ViT-H 80), odd lengths.
+            ("attention spatial d64", 1, 300, 300, 2, 64, false),
+            ("attention cross d64", 2, 250, 77, 2, 64, false),
+            ("attention causal d64", 1, 77, 77, 2, 64, true),
+            ("attention vision d80", 1, 257, 257, 2, 80, false),
+            ("attention temporal d64", 32, 24, 24, 2, 64, false),
         ]
         for (name, batch, nq, nk, heads, d, causal) in attentionCases {
             let q = normal(batch * nq * heads * d), k = normal(batch * nk * heads * d), v = normal(batch * nk * heads * d)

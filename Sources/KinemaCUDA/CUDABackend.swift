@@ -299,6 +299,16 @@ public final class CUDABackend: Backend {
     public func attentionKernel(query: Tensor, key: Tensor, value: Tensor, geometry g: AttentionGeometry,
                                 causal: Bool, scale: Float, workspace: Tensor?, into output: Tensor) {
         requireSame(query, key, value, op: "attention")
+        guard g.batch > 0, g.queries > 0 else { return }
+        if query.dtype != .f32 && g.headDim % 16 == 0 && g.headDim <= 128 {
+            // Tensor cores: one warp per 16 query rows, up to 4 warps a block.
+            let warps = min(4, (g.queries + 15) / 16)
+            let tiles = (g.queries + 16 * warps - 1) / (16 * warps)
+            device.launch("flash\(g.headDim)_\(Self.suffix(query.dtype))", grid: (g.batch * tiles, g.heads), block: 32 * warps,
+                          [argument(query), argument(key), argument(value), argument(output), .int(g.queries), .int(g.keys),
+                           .int(g.heads), .float(scale), .int(causal ? 1 : 0)])
+            return
+        }
         let maxD: Int
         switch g.headDim {
         case ...32: maxD = 32
@@ -308,7 +318,6 @@ public final class CUDABackend: Backend {
         }
         let block = min(128, (g.queries + 31) / 32 * 32)
         let tiles = (g.queries + block - 1) / block
-        guard g.batch > 0, g.queries > 0 else { return }
         device.launch("attention\(maxD)_\(Self.suffix(query.dtype))", grid: (g.batch * tiles, g.heads), block: block,
                       [argument(query), argument(key), argument(value), argument(output), .int(g.queries), .int(g.keys),
                        .int(g.heads), .int(g.headDim), .float(scale), .int(causal ? 1 : 0)])

@@ -28,8 +28,11 @@ public final class CUDADevice: @unchecked Sendable {
     let stream: CUhandle?
     let cublasHandle: CUhandle?
     let pool: CUhandle?
-    private var module: CUhandle?
+    private let compiler: KernelCompiler
+    private var modules: [KernelSource.Module: CUhandle?] = [:]
     private var functions: [String: CUhandle?] = [:]
+    /// One line per kernel module loaded: compiled by NVRTC or read from the disk cache, and seconds.
+    public private(set) var moduleLog: [String] = []
     private let lock = NSLock()
 
     /// e.g. "NVIDIA H200"
@@ -46,9 +49,9 @@ public final class CUDADevice: @unchecked Sendable {
     public let usedAfterContextBytes: Int
     /// Device memory taken by this process's fixed parts after the context: cuBLAS handle and
     /// workspace, the kernel module (and the pool's first reservation, if any).
-    public let fixedOverheadBytes: Int
-    /// How the kernel module was obtained: compiled now or read from the disk cache, and seconds.
-    public let moduleSource: String
+    public private(set) var fixedOverheadBytes = 0
+    /// How the core kernel module was obtained: compiled now or read from the cache, and seconds.
+    public var moduleSource: String { moduleLog.first ?? "" }
     let cublasWorkspaceBytes = 32 << 20
     let multiprocessorsForGrid: Int
 
@@ -115,13 +118,8 @@ public final class CUDADevice: @unchecked Sendable {
         try cublas.check(cublas.cublasSetWorkspace(handle, UnsafeMutableRawPointer(bitPattern: UInt(workspace)), cublasWorkspaceBytes),
                          "cublasSetWorkspace")
 
-        let compiler = KernelCompiler(nvrtc: nvrtc, architecture: architecture)
-        let (image, fromCache, seconds) = try compiler.cubin(KernelSource.text, name: "kinema_kernels")
-        let nvrtcVersion = self.nvrtcVersion
-        moduleSource = (fromCache ? "read from the cache" : "compiled by NVRTC \(nvrtcVersion)") + String(format: " in %.2f s", seconds)
-        var module: CUhandle?
-        try image.withUnsafeBytes { try driver.check(driver.cuModuleLoadData(&module, $0.baseAddress!), "cuModuleLoadData(kinema_kernels)") }
-        self.module = module
+        compiler = KernelCompiler(nvrtc: nvrtc, architecture: architecture)
+        try loadModule(.core)
         try driver.check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize")
         try driver.check(driver.cuMemGetInfo(&free, &total), "cuMemGetInfo")
         fixedOverheadBytes = freeAfterContext - free
@@ -157,11 +155,25 @@ public final class CUDADevice: @unchecked Sendable {
         return (read(5), read(6), read(8))
     }
 
+    /// Compiles (or reads from the disk cache) and loads one kernel module.
+    private func loadModule(_ which: KernelSource.Module) throws {
+        let (image, fromCache, seconds) = try compiler.cubin(which.source, name: "kinema_\(which.rawValue)")
+        moduleLog.append("\(which.rawValue) " + (fromCache ? "read from the cache" : "compiled by NVRTC \(nvrtcVersion)")
+                         + String(format: " in %.2f s", seconds))
+        var module: CUhandle?
+        try image.withUnsafeBytes { try driver.check(driver.cuModuleLoadData(&module, $0.baseAddress!), "cuModuleLoadData(kinema_\(which.rawValue))") }
+        modules[which] = module
+    }
+
     func function(_ name: String) -> CUhandle? {
         lock.lock(); defer { lock.unlock() }
         if let cached = functions[name] { return cached }
+        let which = KernelSource.Module(kernel: name)
+        if modules[which] == nil {
+            do { try loadModule(which) } catch { preconditionFailure("\(error)") }
+        }
         var function: CUhandle?
-        driver.must(driver.cuModuleGetFunction(&function, module, name), "cuModuleGetFunction(\(name))")
+        driver.must(driver.cuModuleGetFunction(&function, modules[which]!, name), "cuModuleGetFunction(\(name))")
         functions[name] = function
         return function
     }

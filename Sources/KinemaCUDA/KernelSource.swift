@@ -4,7 +4,30 @@
 /// `DType.convert`); all arithmetic is in f32. Kernels are templates over the storage type,
 /// instantiated under `extern "C"` names `<kernel>_<f32|f16|bf16>`.
 enum KernelSource {
-    static let text = #"""
+    /// Kernel families, each its own module, compiled (or read from the cache) on first use.
+    enum Module: String, CaseIterable {
+        /// Elementwise, layout, normalization, convolution helpers: loaded when the device opens.
+        case core
+        /// Flash attention on tensor cores (mma.sync m16n8k16) for f16/bf16 and head dims of 16·k ≤ 128.
+        case attentionMMA = "attention_mma"
+        /// Flash attention in f32 FMAs: f32 storage and other head dims.
+        case attentionScalar = "attention_scalar"
+
+        var source: String {
+            switch self {
+            case .core: return KernelSource.prelude + KernelSource.core
+            case .attentionMMA: return KernelSource.prelude + KernelSource.attentionMMA
+            case .attentionScalar: return KernelSource.prelude + KernelSource.attentionScalar
+            }
+        }
+
+        /// The module that holds kernel `name`.
+        init(kernel name: String) {
+            if name.hasPrefix("flash_") { self = .attentionMMA } else if name.hasPrefix("attention") { self = .attentionScalar } else { self = .core }
+        }
+    }
+
+    static let prelude = #"""
 typedef long long i64;
 typedef unsigned short u16;
 #define NEG_INF __int_as_float(0xff800000)
@@ -25,6 +48,9 @@ __device__ __forceinline__ void st(b16* p, float v) {
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)blockDim.x * gridDim.x)
 
 struct Dims { i64 size[8]; i64 stride[8]; };
+"""#
+
+    static let core = #"""
 
 template <typename TI, typename TO>
 __device__ void convert_impl(const TI* x, TO* y, i64 n) { GRID_STRIDE(i, n) st(y + i, ld(x + i)); }
@@ -226,6 +252,40 @@ __device__ void softmax_impl(const T* x, T* y, i64 width) {
     for (i64 i = threadIdx.x; i < width; i += blockDim.x) st(out + i, expf(ld(row + i) - peak) * inv);
 }
 
+#define FOR_TYPES(M) M(f32, float) M(f16, h16) M(bf16, b16)
+
+#define INSTANTIATE(S, T) \
+extern "C" __global__ void unary_##S(int op, const T* x, T* y, i64 n) { unary_impl(op, x, y, n); } \
+extern "C" __global__ void affine_##S(const T* x, T* y, i64 n, float a, float b) { affine_impl(x, y, n, a, b); } \
+extern "C" __global__ void clamp_##S(const T* x, T* y, i64 n, float a, float b) { clamp_impl(x, y, n, a, b); } \
+extern "C" __global__ void geglu_##S(const T* x, T* y, i64 rows, i64 width) { geglu_impl(x, y, rows, width); } \
+extern "C" __global__ void binary_##S(int op, const T* a, const T* b, T* y, i64 n, int ndim, Dims d) { binary_impl(op, a, b, y, n, ndim, d); } \
+extern "C" __global__ void upsample_##S(const T* x, T* y, i64 planes, int h, int w, int oh, int ow, float sy, float sx) { upsample_impl(x, y, planes, h, w, oh, ow, sy, sx); } \
+extern "C" __global__ void pool_##S(const T* x, T* y, i64 planes, int h, int w, int oh, int ow) { pool_impl(x, y, planes, h, w, oh, ow); } \
+extern "C" __global__ void im2col_##S(const T* x, T* cols, int C, int H, int W, int kh, int kw, int sy, int sx, int pt, int pl, int oh, int ow, i64 p0, i64 count) \
+    { im2col_impl(x, cols, C, H, W, kh, kw, sy, sx, pt, pl, oh, ow, p0, count); } \
+extern "C" __global__ void bias_##S(T* y, const T* bias, i64 n, i64 C, i64 P) { bias_impl(y, bias, n, C, P); } \
+extern "C" __global__ void repack_##S(const T* w, T* y, i64 O, i64 C, i64 kt) { repack_impl(w, y, O, C, kt); } \
+extern "C" __global__ void groupnorm_##S(const T* x, T* y, const T* w, const T* b, int frames, int C, i64 spatial, int groups, float eps, int silu) \
+    { groupnorm_impl(x, y, w, b, frames, C, spatial, groups, eps, silu); } \
+extern "C" __global__ void layernorm_##S(const T* x, T* y, const T* w, const T* b, i64 width, float eps) { layernorm_impl(x, y, w, b, width, eps); } \
+extern "C" __global__ void softmax_##S(const T* x, T* y, i64 width) { softmax_impl(x, y, width); }
+FOR_TYPES(INSTANTIATE)
+
+#define CONVERT(SI, TI, SO, TO) \
+extern "C" __global__ void convert_##SI##_##SO(const TI* x, TO* y, i64 n) { convert_impl(x, y, n); } \
+extern "C" __global__ void gather_##SI##_##SO(const i64* ids, const TI* t, TO* y, i64 rows, i64 width) { gather_impl(ids, t, y, rows, width); }
+#define CONVERT_FROM(SI, TI) CONVERT(SI, TI, f32, float) CONVERT(SI, TI, f16, h16) CONVERT(SI, TI, bf16, b16)
+FOR_TYPES(CONVERT_FROM)
+
+extern "C" __global__ void permute_2(const u16* x, u16* y, i64 n, int ndim, Dims d) { permute_impl(x, y, n, ndim, d); }
+extern "C" __global__ void permute_4(const unsigned* x, unsigned* y, i64 n, int ndim, Dims d) { permute_impl(x, y, n, ndim, d); }
+extern "C" __global__ void concat_2(const u16* x, u16* y, i64 outer, i64 block, i64 row, i64 column) { concat_impl(x, y, outer, block, row, column); }
+extern "C" __global__ void concat_4(const unsigned* x, unsigned* y, i64 outer, i64 block, i64 row, i64 column) { concat_impl(x, y, outer, block, row, column); }
+
+"""#
+
+    static let attentionScalar = #"""
 // Flash attention: one thread per query row, keys and values streamed through shared memory in
 // tiles of KT with an online softmax, so no score matrix exists. Token-major tensors:
 // q[(b*Nq + i)*H*D + h*D + d]. Grid: (batch * query tiles, heads).
@@ -290,40 +350,160 @@ __device__ void attention_impl(const T* q, const T* k, const T* v, T* o, int Nq,
 }
 
 #define FOR_TYPES(M) M(f32, float) M(f16, h16) M(bf16, b16)
-
-#define INSTANTIATE(S, T) \
-extern "C" __global__ void unary_##S(int op, const T* x, T* y, i64 n) { unary_impl(op, x, y, n); } \
-extern "C" __global__ void affine_##S(const T* x, T* y, i64 n, float a, float b) { affine_impl(x, y, n, a, b); } \
-extern "C" __global__ void clamp_##S(const T* x, T* y, i64 n, float a, float b) { clamp_impl(x, y, n, a, b); } \
-extern "C" __global__ void geglu_##S(const T* x, T* y, i64 rows, i64 width) { geglu_impl(x, y, rows, width); } \
-extern "C" __global__ void binary_##S(int op, const T* a, const T* b, T* y, i64 n, int ndim, Dims d) { binary_impl(op, a, b, y, n, ndim, d); } \
-extern "C" __global__ void upsample_##S(const T* x, T* y, i64 planes, int h, int w, int oh, int ow, float sy, float sx) { upsample_impl(x, y, planes, h, w, oh, ow, sy, sx); } \
-extern "C" __global__ void pool_##S(const T* x, T* y, i64 planes, int h, int w, int oh, int ow) { pool_impl(x, y, planes, h, w, oh, ow); } \
-extern "C" __global__ void im2col_##S(const T* x, T* cols, int C, int H, int W, int kh, int kw, int sy, int sx, int pt, int pl, int oh, int ow, i64 p0, i64 count) \
-    { im2col_impl(x, cols, C, H, W, kh, kw, sy, sx, pt, pl, oh, ow, p0, count); } \
-extern "C" __global__ void bias_##S(T* y, const T* bias, i64 n, i64 C, i64 P) { bias_impl(y, bias, n, C, P); } \
-extern "C" __global__ void repack_##S(const T* w, T* y, i64 O, i64 C, i64 kt) { repack_impl(w, y, O, C, kt); } \
-extern "C" __global__ void groupnorm_##S(const T* x, T* y, const T* w, const T* b, int frames, int C, i64 spatial, int groups, float eps, int silu) \
-    { groupnorm_impl(x, y, w, b, frames, C, spatial, groups, eps, silu); } \
-extern "C" __global__ void layernorm_##S(const T* x, T* y, const T* w, const T* b, i64 width, float eps) { layernorm_impl(x, y, w, b, width, eps); } \
-extern "C" __global__ void softmax_##S(const T* x, T* y, i64 width) { softmax_impl(x, y, width); } \
+#define INSTANTIATE_ATTENTION(S, T) \
 extern "C" __global__ void __launch_bounds__(128) attention32_##S(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, int D, float scale, int causal) \
     { attention_impl<T, 32>(q, k, v, o, Nq, Nk, H, D, scale, causal); } \
 extern "C" __global__ void __launch_bounds__(128) attention64_##S(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, int D, float scale, int causal) \
     { attention_impl<T, 64>(q, k, v, o, Nq, Nk, H, D, scale, causal); } \
 extern "C" __global__ void __launch_bounds__(128) attention128_##S(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, int D, float scale, int causal) \
     { attention_impl<T, 128>(q, k, v, o, Nq, Nk, H, D, scale, causal); }
-FOR_TYPES(INSTANTIATE)
+FOR_TYPES(INSTANTIATE_ATTENTION)
+"""#
 
-#define CONVERT(SI, TI, SO, TO) \
-extern "C" __global__ void convert_##SI##_##SO(const TI* x, TO* y, i64 n) { convert_impl(x, y, n); } \
-extern "C" __global__ void gather_##SI##_##SO(const i64* ids, const TI* t, TO* y, i64 rows, i64 width) { gather_impl(ids, t, y, rows, width); }
-#define CONVERT_FROM(SI, TI) CONVERT(SI, TI, f32, float) CONVERT(SI, TI, f16, h16) CONVERT(SI, TI, bf16, b16)
-FOR_TYPES(CONVERT_FROM)
+    static let attentionMMA = #"""
+// Flash attention on tensor cores (FlashAttention-2's scheme): each warp owns 16 query rows; keys
+// and values pass through shared memory in tiles of 64; S = Q·Kᵀ and O += P·V are mma.sync
+// m16n8k16 products with f32 accumulators; the online softmax runs on the S fragments in
+// registers, so no score matrix exists anywhere. P is rounded to the storage type for its product
+// (as FlashAttention does). Token-major tensors: q[(b*Nq + i)*H*D + h*D + d].
+// Grid: (batch * query tiles, heads); block: 32 * warps threads, a tile being 16 * warps rows.
+#define KTILE 64
 
-extern "C" __global__ void permute_2(const u16* x, u16* y, i64 n, int ndim, Dims d) { permute_impl(x, y, n, ndim, d); }
-extern "C" __global__ void permute_4(const unsigned* x, unsigned* y, i64 n, int ndim, Dims d) { permute_impl(x, y, n, ndim, d); }
-extern "C" __global__ void concat_2(const u16* x, u16* y, i64 outer, i64 block, i64 row, i64 column) { concat_impl(x, y, outer, block, row, column); }
-extern "C" __global__ void concat_4(const unsigned* x, unsigned* y, i64 outer, i64 block, i64 row, i64 column) { concat_impl(x, y, outer, block, row, column); }
+__device__ __forceinline__ void mma16816(float* c, const unsigned* a, const unsigned* b, const h16*) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void mma16816(float* c, const unsigned* a, const unsigned* b, const b16*) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+template <typename T>
+__device__ __forceinline__ unsigned pack2(float lo, float hi) {
+    T a, b; st(&a, lo); st(&b, hi);
+    return (unsigned)a.bits | ((unsigned)b.bits << 16);
+}
+
+__device__ __forceinline__ unsigned pair(const u16* p) { return (unsigned)p[0] | ((unsigned)p[1] << 16); }
+
+template <typename T, int D>
+__device__ void flash_impl(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, float scale, int causal) {
+    const int KS = D + 8, VS = KTILE + 8;
+    __shared__ __align__(16) u16 ks[KTILE * (D + 8)];
+    __shared__ __align__(16) u16 vt[D * (KTILE + 8)];
+    const u16* qb = (const u16*)q; const u16* kb = (const u16*)k; const u16* vb = (const u16*)v;
+    int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int g = lane >> 2, tig = lane & 3;
+    int rows = warps * 16, tiles = (Nq + rows - 1) / rows;
+    int b = blockIdx.x / tiles, tile = blockIdx.x - b * tiles, h = blockIdx.y;
+    int r0 = tile * rows + warp * 16 + g, r1 = r0 + 8;
+    i64 width = (i64)H * D;
+
+    unsigned qa[D / 16][4];
+    #pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc) {
+        int col = kc * 16 + tig * 2;
+        const u16* row0 = qb + ((i64)b * Nq + r0) * width + h * D;
+        const u16* row1 = qb + ((i64)b * Nq + r1) * width + h * D;
+        qa[kc][0] = r0 < Nq ? pair(row0 + col) : 0u;
+        qa[kc][1] = r1 < Nq ? pair(row1 + col) : 0u;
+        qa[kc][2] = r0 < Nq ? pair(row0 + col + 8) : 0u;
+        qa[kc][3] = r1 < Nq ? pair(row1 + col + 8) : 0u;
+    }
+    float acc[D / 8][4];
+    #pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt) { acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.0f; }
+    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
+    int keyEnd = causal ? min(Nk, tile * rows + rows) : Nk;
+
+    for (int j0 = 0; j0 < keyEnd; j0 += KTILE) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < KTILE * D; e += blockDim.x) {
+            int j = e / D, d = e - j * D;
+            u16 kv = 0, vv = 0;
+            if (j0 + j < Nk) { i64 at = ((i64)b * Nk + j0 + j) * width + h * D + d; kv = kb[at]; vv = vb[at]; }
+            ks[j * KS + d] = kv;
+            vt[d * VS + j] = vv;
+        }
+        __syncthreads();
+
+        float s[KTILE / 8][4];
+        #pragma unroll
+        for (int nt = 0; nt < KTILE / 8; ++nt) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+            #pragma unroll
+            for (int kc = 0; kc < D / 16; ++kc) {
+                const u16* kr = ks + (nt * 8 + g) * KS + kc * 16 + tig * 2;
+                unsigned bf[2] = { pair(kr), pair(kr + 8) };
+                mma16816(s[nt], qa[kc], bf, (const T*)0);
+            }
+        }
+        float mx0 = NEG_INF, mx1 = NEG_INF;
+        #pragma unroll
+        for (int nt = 0; nt < KTILE / 8; ++nt) {
+            #pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                int key = j0 + nt * 8 + tig * 2 + (e & 1), row = e < 2 ? r0 : r1;
+                bool valid = key < Nk && (!causal || key <= row);
+                s[nt][e] = valid ? s[nt][e] * scale : NEG_INF;
+            }
+            mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+            mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1)); mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1)); mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+        float c0 = n0 == NEG_INF ? 1.0f : expf(m0 - n0), c1 = n1 == NEG_INF ? 1.0f : expf(m1 - n1);
+        m0 = n0; m1 = n1;
+        l0 *= c0; l1 *= c1;
+        #pragma unroll
+        for (int dt = 0; dt < D / 8; ++dt) { acc[dt][0] *= c0; acc[dt][1] *= c0; acc[dt][2] *= c1; acc[dt][3] *= c1; }
+        #pragma unroll
+        for (int nt = 0; nt < KTILE / 8; ++nt) {
+            s[nt][0] = n0 == NEG_INF ? 0.0f : expf(s[nt][0] - n0);
+            s[nt][1] = n0 == NEG_INF ? 0.0f : expf(s[nt][1] - n0);
+            s[nt][2] = n1 == NEG_INF ? 0.0f : expf(s[nt][2] - n1);
+            s[nt][3] = n1 == NEG_INF ? 0.0f : expf(s[nt][3] - n1);
+            l0 += s[nt][0] + s[nt][1];
+            l1 += s[nt][2] + s[nt][3];
+        }
+        #pragma unroll
+        for (int kc = 0; kc < KTILE / 16; ++kc) {
+            // The S accumulators of key blocks 2kc and 2kc+1 are exactly the A fragment of P's k-chunk kc.
+            unsigned pa[4] = { pack2<T>(s[2 * kc][0], s[2 * kc][1]), pack2<T>(s[2 * kc][2], s[2 * kc][3]),
+                               pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]), pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3]) };
+            #pragma unroll
+            for (int dt = 0; dt < D / 8; ++dt) {
+                const u16* vr = vt + (dt * 8 + g) * VS + kc * 16 + tig * 2;
+                unsigned bf[2] = { pair(vr), pair(vr + 8) };
+                mma16816(acc[dt], pa, bf, (const T*)0);
+            }
+        }
+    }
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1); l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1); l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    float i0 = 1.0f / l0, i1 = 1.0f / l1;
+    #pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt) {
+        int col = dt * 8 + tig * 2;
+        if (r0 < Nq) {
+            T* out = o + ((i64)b * Nq + r0) * width + h * D + col;
+            st(out, acc[dt][0] * i0); st(out + 1, acc[dt][1] * i0);
+        }
+        if (r1 < Nq) {
+            T* out = o + ((i64)b * Nq + r1) * width + h * D + col;
+            st(out, acc[dt][2] * i1); st(out + 1, acc[dt][3] * i1);
+        }
+    }
+}
+
+#define FLASH(S, T, D) \
+extern "C" __global__ void __launch_bounds__(128) flash##D##_##S(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, float scale, int causal) \
+    { flash_impl<T, D>(q, k, v, o, Nq, Nk, H, scale, causal); }
+#define FLASH_DIMS(S, T) FLASH(S, T, 16) FLASH(S, T, 32) FLASH(S, T, 48) FLASH(S, T, 64) FLASH(S, T, 80) FLASH(S, T, 96) FLASH(S, T, 112) FLASH(S, T, 128)
+FLASH_DIMS(f16, h16)
+FLASH_DIMS(bf16, b16)
 """#
 }

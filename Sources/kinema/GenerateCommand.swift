@@ -35,6 +35,9 @@ struct Generate: ParsableCommand {
     @Option(help: "Weight files variant, e.g. fp16 for model.fp16.safetensors.")
     var variant: String?
 
+    @Flag(help: "Benchmarks: ignore the model folder's weight files (it may have none, e.g. configs only) and use random weights of the configs' shapes; the video is noise.")
+    var randomWeights = false
+
     @Option(help: "The input picture (PNG, JPEG, WebP, …).")
     var image: String
 
@@ -89,7 +92,8 @@ struct Generate: ParsableCommand {
         let baselineRSS = ProcessMemory.residentBytes
         if backend is CUDABackend { bar.write("device: \(backend.deviceDescription)") }
         bar.phase("loading \(modelFolder)")
-        let folder = try ModelFolder(folder: modelFolder, backend: backend, weights: .files(variant: variant))
+        let folder = try ModelFolder(folder: modelFolder, backend: backend,
+                                     weights: randomWeights ? .random(seed: request.seed) : .files(variant: variant))
         clock.finish("load")
         let video = try ImageToVideoPipeline(folder: folder).generate(image: picture, request: request, plan: chosen.plan) {
             clock.record($0)

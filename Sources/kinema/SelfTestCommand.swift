@@ -58,6 +58,7 @@ struct SelfTestCommand: ParsableCommand {
                 print("\n\(precision.rawValue) storage, f32 arithmetic")
                 failures += Self.table(backend)
             }
+            print("\nkernel modules: " + device.moduleLog.joined(separator: "; "))
         }
         if failures > 0 { throw ExitCode(1) }
     }
