@@ -139,6 +139,7 @@ public struct SelfTest {
             ("attention causal d64", 1, 77, 77, 2, 64, true),
             ("attention vision d80", 1, 257, 257, 2, 80, false),
             ("attention temporal d64", 32, 24, 24, 2, 64, false),
+            ("attention VAE d512", 1, 300, 300, 1, 512, false),
         ]
         for (name, batch, nq, nk, heads, d, causal) in attentionCases {
             let q = normal(batch * nq * heads * d), k = normal(batch * nk * heads * d), v = normal(batch * nk * heads * d)

@@ -19,6 +19,9 @@ public struct CUDAWorkspacePolicy: WorkspacePolicy {
         max(1, min(pixels, bytes / max(1, rows * elementSize)))
     }
 
+    /// Head dims the fused attention kernels do not cover.
+    static func usesChunkedAttention(headDim: Int) -> Bool { headDim > 128 }
+
     static func isPointwise(weight: [Int], parameters: Conv2dParameters) -> Bool {
         weight[2] == 1 && weight[3] == 1 && parameters == Conv2dParameters()
     }
@@ -30,8 +33,10 @@ public struct CUDAWorkspacePolicy: WorkspacePolicy {
             let (oh, ow) = parameters.outputSize(height: input[2], width: input[3], kernelH: weight[2], kernelW: weight[3])
             let rows = weight[1] * weight[2] * weight[3]
             return rows * Self.bandPixels(rows: rows, pixels: oh * ow, bytes: convolutionBandBytes, elementSize: elementSize) * elementSize
-        case .attention:
-            return 0
+        case .attention(let g):
+            // Fused kernels keep no scores; wider heads use f32 scores and storage-type
+            // probabilities for one query chunk of every head.
+            return Self.usesChunkedAttention(headDim: g.headDim) ? g.heads * g.queryChunk * g.keys * (4 + elementSize) : 0
         case .temporalConv(_, let weight, _):
             return weight.reduce(1, *) * elementSize
         }
@@ -82,7 +87,7 @@ public final class CUDABackend: Backend {
     func requireSame(_ tensors: Tensor?..., op: String) {
         let first = tensors.compactMap { $0 }.first!.dtype
         for case let t? in tensors {
-            precondition(t.dtype == first, "\(op): mixed dtypes on CUDA (\(tensors.compactMap { $0?.dtype })); convert first")
+            if t.dtype != first { fatalError("\(op): mixed dtypes on CUDA (\(tensors.compactMap { $0?.dtype })); convert first") }
         }
     }
 
@@ -300,6 +305,11 @@ public final class CUDABackend: Backend {
                                 causal: Bool, scale: Float, workspace: Tensor?, into output: Tensor) {
         requireSame(query, key, value, op: "attention")
         guard g.batch > 0, g.queries > 0 else { return }
+        if CUDAWorkspacePolicy.usesChunkedAttention(headDim: g.headDim) {
+            if causal { fatalError("attention: causal masking with head dimension \(g.headDim) (above 128) is not implemented on CUDA") }
+            chunkedAttention(query: query, key: key, value: value, geometry: g, scale: scale, workspace: workspace, into: output)
+            return
+        }
         if query.dtype != .f32 && g.headDim % 16 == 0 && g.headDim <= 128 {
             // Tensor cores: one warp per 16 query rows, up to 4 warps a block.
             let warps = min(4, (g.queries + 15) / 16)
@@ -309,12 +319,13 @@ public final class CUDABackend: Backend {
                            .int(g.heads), .float(scale), .int(causal ? 1 : 0)])
             return
         }
+        // f32 has kernels for head dims up to 32, 64 and 128; f16/bf16 (head dims off the tensor-core path) up to 128.
         let maxD: Int
         switch g.headDim {
-        case ...32: maxD = 32
-        case ...64: maxD = 64
+        case ...32 where query.dtype == .f32: maxD = 32
+        case ...64 where query.dtype == .f32: maxD = 64
         case ...128: maxD = 128
-        default: preconditionFailure("attention: head dimension \(g.headDim) is above the CUDA kernel's 128")
+        default: fatalError("attention: head dimension \(g.headDim) is above the CUDA kernels' 128")
         }
         let block = min(128, (g.queries + 31) / 32 * 32)
         let tiles = (g.queries + block - 1) / block

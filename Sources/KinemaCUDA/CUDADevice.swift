@@ -170,7 +170,7 @@ public final class CUDADevice: @unchecked Sendable {
         if let cached = functions[name] { return cached }
         let which = KernelSource.Module(kernel: name)
         if modules[which] == nil {
-            do { try loadModule(which) } catch { preconditionFailure("\(error)") }
+            do { try loadModule(which) } catch { fatalError("\(error)") }
         }
         var function: CUhandle?
         driver.must(driver.cuModuleGetFunction(&function, modules[which]!, name), "cuModuleGetFunction(\(name))")
@@ -234,7 +234,7 @@ public final class CUDAAllocator: Allocator, @unchecked Sendable {
                                     "cuMemAllocAsync(\(byteCount) bytes)")
         } catch {
             let info = device.memoryInfo()
-            preconditionFailure("\(error); \(info.free >> 20) MiB of \(info.total >> 20) MiB free, "
+            fatalError("\(error); \(info.free >> 20) MiB of \(info.total >> 20) MiB free, "
                                 + "\(meter.current >> 20) MiB held by Kinema's tensors")
         }
         return UnsafeMutableRawPointer(bitPattern: UInt(pointer))

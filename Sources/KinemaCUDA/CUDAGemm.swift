@@ -15,12 +15,13 @@ extension CUDABackend {
     /// `lda`/`ldb`/`ldc` are row strides of the stored matrices (defaults: packed).
     func gemm(a: CUdeviceptr, b: CUdeviceptr, c: CUdeviceptr, dtype: DType, m: Int, n: Int, k: Int,
               transposeA: Bool = false, transposeB: Bool = false, lda: Int? = nil, ldb: Int? = nil, ldc: Int? = nil,
-              batch: Int = 1, strideA: Int = 0, strideB: Int = 0, strideC: Int = 0, beta: Float = 0) {
+              batch: Int = 1, strideA: Int = 0, strideB: Int = 0, strideC: Int = 0, alpha: Float = 1, beta: Float = 0,
+              outputType: DType? = nil) {
         guard m > 0, n > 0, batch > 0 else { return }
         device.makeCurrent()
         let lda = lda ?? (transposeA ? m : k), ldb = ldb ?? (transposeB ? k : n), ldc = ldc ?? n
-        var alpha: Float = 1, beta = beta
-        let type = Self.cudaDataType(dtype)
+        var alpha = alpha, beta = beta
+        let type = Self.cudaDataType(dtype), cType = Self.cudaDataType(outputType ?? dtype)
         // cuBLAS is column-major: the row-major C is the column-major Cᵀ = op(B)ᵀ · op(A)ᵀ.
         let status = withUnsafePointer(to: &alpha) { alphaPointer in
             withUnsafePointer(to: &beta) { betaPointer in
@@ -28,13 +29,13 @@ extension CUDABackend {
                     device.cublasHandle, transposeB ? 1 : 0, transposeA ? 1 : 0, Int32(n), Int32(m), Int32(k), alphaPointer,
                     UnsafeRawPointer(bitPattern: UInt(b))!, type, Int32(ldb), Int64(strideB),
                     UnsafeRawPointer(bitPattern: UInt(a))!, type, Int32(lda), Int64(strideA),
-                    betaPointer, UnsafeMutableRawPointer(bitPattern: UInt(c))!, type, Int32(ldc), Int64(strideC),
+                    betaPointer, UnsafeMutableRawPointer(bitPattern: UInt(c))!, cType, Int32(ldc), Int64(strideC),
                     Int32(batch), 68 /* CUBLAS_COMPUTE_32F */, -1 /* CUBLAS_GEMM_DEFAULT */)
             }
         }
         do {
             try device.cublas.check(status, "cublasGemmStridedBatchedEx(m \(m), n \(n), k \(k), batch \(batch), \(dtype))")
-        } catch { preconditionFailure("\(error)") }
+        } catch { fatalError("\(error)") }
     }
 
     public func matmulKernel(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool,
@@ -78,7 +79,7 @@ extension CUDABackend {
                  batch: n, strideA: 0, strideB: c * pixels, strideC: o * pixels, beta: beta)
             return
         }
-        guard let workspace else { preconditionFailure("conv2d on CUDA needs its im2col workspace") }
+        guard let workspace else { fatalError("conv2d on CUDA needs its im2col workspace") }
         let band = CUDAWorkspacePolicy.bandPixels(rows: rows, pixels: pixels, bytes: workspace.byteCount, elementSize: size)
         let columns = address(workspace)
         for image in 0..<n {
@@ -106,7 +107,7 @@ extension CUDABackend {
         let (o, taps) = (weight.shape[0], weight.shape[2])
         let clips = images / frames, half = taps / 2
         let suffix = Self.suffix(input.dtype), size = input.dtype.size
-        guard let workspace else { preconditionFailure("temporalConv on CUDA needs its workspace") }
+        guard let workspace else { fatalError("temporalConv on CUDA needs its workspace") }
         // Weight (O, C, kt) -> (kt, O, C): one O×C matrix per tap.
         device.launchElementwise("repack_\(suffix)", count: o * c * taps,
                                  [argument(weight), argument(workspace), .long(o), .long(c), .long(taps)])
@@ -126,6 +127,39 @@ extension CUDABackend {
                 let target = address(output) + CUdeviceptr(((clip * frames + first) * o * pixels) * size)
                 gemm(a: address(workspace) + CUdeviceptr(t * o * c * size), b: source, c: target, dtype: input.dtype,
                      m: o, n: pixels, k: c, batch: last - first, strideA: 0, strideB: c * pixels, strideC: o * pixels, beta: 1)
+            }
+        }
+    }
+
+    /// Attention for head dims beyond the fused kernels (the VAE's single 512-wide head): per query
+    /// chunk, scores = scale · Q·Kᵀ in f32 by cuBLAS (all heads in one batched call), a row softmax
+    /// into the storage type, then O = P·V by cuBLAS. Scores exist for one chunk at a time, in the
+    /// workspace `CUDAWorkspacePolicy` sized.
+    func chunkedAttention(query: Tensor, key: Tensor, value: Tensor, geometry g: AttentionGeometry, scale: Float,
+                          workspace: Tensor?, into output: Tensor) {
+        guard let workspace else { fatalError("attention with head dim \(g.headDim) on CUDA needs its workspace") }
+        let dtype = query.dtype, size = dtype.size, width = g.heads * g.headDim
+        let scores = address(workspace)
+        let probabilities = scores + CUdeviceptr(g.heads * g.queryChunk * g.keys * 4)
+        for b in 0..<g.batch {
+            var q0 = 0
+            while q0 < g.queries {
+                let count = min(g.queryChunk, g.queries - q0)
+                let q = address(query) + CUdeviceptr(((b * g.queries + q0) * width) * size)
+                let k = address(key) + CUdeviceptr((b * g.keys * width) * size)
+                let v = address(value) + CUdeviceptr((b * g.keys * width) * size)
+                let o = address(output) + CUdeviceptr(((b * g.queries + q0) * width) * size)
+                // scores_h (count × Nk) = scale · Q_h (count × D) · K_hᵀ, heads h at column offsets h·D.
+                gemm(a: q, b: k, c: scores, dtype: dtype, m: count, n: g.keys, k: g.headDim, transposeB: true,
+                     lda: width, ldb: width, ldc: g.keys, batch: g.heads, strideA: g.headDim, strideB: g.headDim,
+                     strideC: count * g.keys, alpha: scale, outputType: .f32)
+                device.launch("softmaxf_\(Self.suffix(dtype))", grid: (g.heads * count, 1), block: 256,
+                              [.pointer(scores), .pointer(probabilities), .long(g.keys)])
+                // O_h (count × D) = P_h (count × Nk) · V_h (Nk × D)
+                gemm(a: probabilities, b: v, c: o, dtype: dtype, m: count, n: g.headDim, k: g.keys,
+                     lda: g.keys, ldb: width, ldc: width, batch: g.heads, strideA: count * g.keys, strideB: g.headDim,
+                     strideC: g.headDim)
+                q0 += count
             }
         }
     }

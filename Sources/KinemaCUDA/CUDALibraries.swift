@@ -118,7 +118,7 @@ final class CUDADriver {
     /// `check` for calls that cannot fail on a working device (launches, copies, frees): a failure
     /// there means the device is lost, so it stops the process with the call and the reason.
     func must(_ result: CUresult, _ call: @autoclosure () -> String) {
-        do { try check(result, call()) } catch { preconditionFailure("\(error)") }
+        do { try check(result, call()) } catch { fatalError("\(error)") }
     }
 }
 

@@ -23,7 +23,7 @@ enum KernelSource {
 
         /// The module that holds kernel `name`.
         init(kernel name: String) {
-            if name.hasPrefix("flash_") { self = .attentionMMA } else if name.hasPrefix("attention") { self = .attentionScalar } else { self = .core }
+            if name.hasPrefix("flash") { self = .attentionMMA } else if name.hasPrefix("attention") { self = .attentionScalar } else { self = .core }
         }
     }
 
@@ -239,10 +239,10 @@ __device__ void layernorm_impl(const T* x, T* y, const T* weight, const T* bias,
     }
 }
 
-template <typename T>
-__device__ void softmax_impl(const T* x, T* y, i64 width) {
+template <typename TI, typename TO>
+__device__ void softmax_impl(const TI* x, TO* y, i64 width) {
     __shared__ float shared[32];
-    const T* row = x + (i64)blockIdx.x * width; T* out = y + (i64)blockIdx.x * width;
+    const TI* row = x + (i64)blockIdx.x * width; TO* out = y + (i64)blockIdx.x * width;
     float peak = NEG_INF;
     for (i64 i = threadIdx.x; i < width; i += blockDim.x) peak = fmaxf(peak, ld(row + i));
     peak = block_max(peak, shared);
@@ -269,7 +269,8 @@ extern "C" __global__ void repack_##S(const T* w, T* y, i64 O, i64 C, i64 kt) { 
 extern "C" __global__ void groupnorm_##S(const T* x, T* y, const T* w, const T* b, int frames, int C, i64 spatial, int groups, float eps, int silu) \
     { groupnorm_impl(x, y, w, b, frames, C, spatial, groups, eps, silu); } \
 extern "C" __global__ void layernorm_##S(const T* x, T* y, const T* w, const T* b, i64 width, float eps) { layernorm_impl(x, y, w, b, width, eps); } \
-extern "C" __global__ void softmax_##S(const T* x, T* y, i64 width) { softmax_impl(x, y, width); }
+extern "C" __global__ void softmax_##S(const T* x, T* y, i64 width) { softmax_impl(x, y, width); } \
+extern "C" __global__ void softmaxf_##S(const float* x, T* y, i64 width) { softmax_impl(x, y, width); }
 FOR_TYPES(INSTANTIATE)
 
 #define CONVERT(SI, TI, SO, TO) \
@@ -289,7 +290,7 @@ extern "C" __global__ void concat_4(const unsigned* x, unsigned* y, i64 outer, i
 // Flash attention: one thread per query row, keys and values streamed through shared memory in
 // tiles of KT with an online softmax, so no score matrix exists. Token-major tensors:
 // q[(b*Nq + i)*H*D + h*D + d]. Grid: (batch * query tiles, heads).
-#define KT 32
+#define KT 16
 template <typename T, int MAXD>
 __device__ void attention_impl(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, int D, float scale, int causal) {
     __shared__ float ks[KT][MAXD];
@@ -349,15 +350,14 @@ __device__ void attention_impl(const T* q, const T* k, const T* v, T* o, int Nq,
     }
 }
 
-#define FOR_TYPES(M) M(f32, float) M(f16, h16) M(bf16, b16)
-#define INSTANTIATE_ATTENTION(S, T) \
-extern "C" __global__ void __launch_bounds__(128) attention32_##S(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, int D, float scale, int causal) \
-    { attention_impl<T, 32>(q, k, v, o, Nq, Nk, H, D, scale, causal); } \
-extern "C" __global__ void __launch_bounds__(128) attention64_##S(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, int D, float scale, int causal) \
-    { attention_impl<T, 64>(q, k, v, o, Nq, Nk, H, D, scale, causal); } \
-extern "C" __global__ void __launch_bounds__(128) attention128_##S(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, int D, float scale, int causal) \
-    { attention_impl<T, 128>(q, k, v, o, Nq, Nk, H, D, scale, causal); }
-FOR_TYPES(INSTANTIATE_ATTENTION)
+#define INSTANTIATE_ATTENTION(S, T, MAXD) \
+extern "C" __global__ void __launch_bounds__(128) attention##MAXD##_##S(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, int D, float scale, int causal) \
+    { attention_impl<T, MAXD>(q, k, v, o, Nq, Nk, H, D, scale, causal); }
+INSTANTIATE_ATTENTION(f32, float, 32)
+INSTANTIATE_ATTENTION(f32, float, 64)
+INSTANTIATE_ATTENTION(f32, float, 128)
+INSTANTIATE_ATTENTION(f16, h16, 128)
+INSTANTIATE_ATTENTION(bf16, b16, 128)
 """#
 
     static let attentionMMA = #"""
