@@ -311,12 +311,14 @@ public final class CUDABackend: Backend {
             return
         }
         if query.dtype != .f32 && g.headDim % 16 == 0 && g.headDim <= 128 {
-            // Tensor cores: one warp per 16 query rows, up to 4 warps a block.
-            let warps = min(4, (g.queries + 15) / 16)
+            // Tensor cores: one warp per 16 query rows, up to 8 warps (128 queries) sharing each key tile.
+            let warps = min(8, (g.queries + 15) / 16)
             let tiles = (g.queries + 16 * warps - 1) / (16 * warps)
+            // 16-byte loads of key and value rows when every row starts on a 16-byte boundary.
+            let aligned = [key, value].allSatisfy { address($0) % 16 == 0 } && (g.heads * g.headDim) % 8 == 0
             device.launch("flash\(g.headDim)_\(Self.suffix(query.dtype))", grid: (g.batch * tiles, g.heads), block: 32 * warps,
                           [argument(query), argument(key), argument(value), argument(output), .int(g.queries), .int(g.keys),
-                           .int(g.heads), .float(scale), .int(causal ? 1 : 0)])
+                           .int(g.heads), .float(scale), .int(causal ? 1 : 0), .int(aligned ? 1 : 0)])
             return
         }
         // f32 has kernels for head dims up to 32, 64 and 128; f16/bf16 (head dims off the tensor-core path) up to 128.

@@ -48,6 +48,18 @@ __device__ __forceinline__ void st(b16* p, float v) {
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)blockDim.x * gridDim.x)
 
 struct Dims { i64 size[8]; i64 stride[8]; };
+
+// Offset of element i of a tensor of merged shape d.size in a tensor of strides d.stride; 32-bit
+// division (several times cheaper than 64-bit) whenever the index fits.
+template <typename I>
+__device__ __forceinline__ i64 offset_of(I i, int ndim, const Dims& d) {
+    I rest = i; i64 off = 0;
+    for (int k = ndim - 1; k >= 0; --k) { I s = (I)d.size[k]; off += (i64)(rest % s) * d.stride[k]; rest /= s; }
+    return off;
+}
+__device__ __forceinline__ i64 offset_of(i64 i, i64 n, int ndim, const Dims& d) {
+    return n <= 0xffffffffLL ? offset_of<unsigned>((unsigned)i, ndim, d) : offset_of<i64>(i, ndim, d);
+}
 """#
 
     static let core = #"""
@@ -91,8 +103,7 @@ __device__ void geglu_impl(const T* x, T* y, i64 rows, i64 width) {
 template <typename T>
 __device__ void binary_impl(int op, const T* a, const T* b, T* y, i64 n, int ndim, Dims d) {
     GRID_STRIDE(i, n) {
-        i64 rest = i, off = 0;
-        for (int k = ndim - 1; k >= 0; --k) { i64 s = d.size[k]; off += (rest % s) * d.stride[k]; rest /= s; }
+        i64 off = offset_of(i, n, ndim, d);
         float u = ld(a + i), v = ld(b + off), r;
         if (op == 0) r = u + v; else if (op == 1) r = u - v; else if (op == 2) r = u * v; else r = u / v;
         st(y + i, r);
@@ -103,9 +114,7 @@ __device__ void binary_impl(int op, const T* a, const T* b, T* y, i64 n, int ndi
 template <typename E>
 __device__ void permute_impl(const E* x, E* y, i64 n, int ndim, Dims d) {
     GRID_STRIDE(i, n) {
-        i64 rest = i, off = 0;
-        for (int k = ndim - 1; k >= 0; --k) { i64 s = d.size[k]; off += (rest % s) * d.stride[k]; rest /= s; }
-        y[i] = x[off];
+        y[i] = x[offset_of(i, n, ndim, d)];
     }
 }
 
@@ -146,9 +155,10 @@ template <typename T>
 __device__ void im2col_impl(const T* x, T* cols, int C, int H, int W, int kh, int kw, int sy, int sx, int pt, int pl,
                             int oh, int ow, i64 p0, i64 count) {
     GRID_STRIDE(i, (i64)C * kh * kw * count) {
-        i64 row = i / count, q = i - row * count, p = p0 + q;
-        int c = (int)(row / (kh * kw)), k = (int)(row - (i64)c * kh * kw), ky = k / kw, kx = k - ky * kw;
-        int oy = (int)(p / ow), ox = (int)(p - (i64)oy * ow);
+        unsigned ui = (unsigned)i, ucount = (unsigned)count;
+        unsigned row = ui / ucount, q = ui - row * ucount, p = (unsigned)p0 + q;
+        int c = (int)(row / (unsigned)(kh * kw)), k = (int)row - c * kh * kw, ky = k / kw, kx = k - ky * kw;
+        int oy = (int)(p / (unsigned)ow), ox = (int)p - oy * ow;
         int iy = oy * sy - pt + ky, ix = ox * sx - pl + kx;
         T v; v = T();
         if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = x[((i64)c * H + iy) * W + ix];
@@ -197,27 +207,28 @@ __device__ void groupnorm_impl(const T* x, T* y, const T* weight, const T* bias,
     __shared__ float shared[32];
     int clip = blockIdx.x / groups, g = blockIdx.x - clip * groups, per = C / groups;
     i64 count = (i64)frames * per * spatial;
+    // The group is frames * per runs of `spatial` contiguous values; run r is (frame r / per, channel g*per + r % per).
     float sum = 0.0f;
-    for (i64 i = threadIdx.x; i < count; i += blockDim.x) {
-        i64 run = i / spatial, s = i - run * spatial; int f = (int)(run / per), c = g * per + (int)(run - (i64)f * per);
-        sum += ld(x + (((i64)clip * frames + f) * C + c) * spatial + s);
+    for (int f = 0; f < frames; ++f) for (int cc = 0; cc < per; ++cc) {
+        const T* run = x + (((i64)clip * frames + f) * C + g * per + cc) * spatial;
+        for (i64 s = threadIdx.x; s < spatial; s += blockDim.x) sum += ld(run + s);
     }
     float mean = block_sum(sum, shared) / (float)count;
     float sq = 0.0f;
-    for (i64 i = threadIdx.x; i < count; i += blockDim.x) {
-        i64 run = i / spatial, s = i - run * spatial; int f = (int)(run / per), c = g * per + (int)(run - (i64)f * per);
-        float d = ld(x + (((i64)clip * frames + f) * C + c) * spatial + s) - mean;
-        sq += d * d;
+    for (int f = 0; f < frames; ++f) for (int cc = 0; cc < per; ++cc) {
+        const T* run = x + (((i64)clip * frames + f) * C + g * per + cc) * spatial;
+        for (i64 s = threadIdx.x; s < spatial; s += blockDim.x) { float d = ld(run + s) - mean; sq += d * d; }
     }
     float inv = rsqrtf(block_sum(sq, shared) / (float)count + eps);
-    for (i64 i = threadIdx.x; i < count; i += blockDim.x) {
-        i64 run = i / spatial, s = i - run * spatial; int f = (int)(run / per), c = g * per + (int)(run - (i64)f * per);
-        i64 at = (((i64)clip * frames + f) * C + c) * spatial + s;
-        float v = (ld(x + at) - mean) * inv;
-        if (weight) v *= ld(weight + c);
-        if (bias) v += ld(bias + c);
-        if (silu) v = v / (1.0f + expf(-v));
-        st(y + at, v);
+    for (int f = 0; f < frames; ++f) for (int cc = 0; cc < per; ++cc) {
+        int c = g * per + cc;
+        i64 at = (((i64)clip * frames + f) * C + c) * spatial;
+        float w = weight ? ld(weight + c) : 1.0f, b = bias ? ld(bias + c) : 0.0f;
+        for (i64 s = threadIdx.x; s < spatial; s += blockDim.x) {
+            float v = (ld(x + at + s) - mean) * inv * w + b;
+            if (silu) v = v / (1.0f + expf(-v));
+            st(y + at + s, v);
+        }
     }
 }
 
@@ -388,11 +399,20 @@ __device__ __forceinline__ unsigned pack2(float lo, float hi) {
 
 __device__ __forceinline__ unsigned pair(const u16* p) { return (unsigned)p[0] | ((unsigned)p[1] << 16); }
 
+struct __align__(16) u128 { unsigned x, y, z, w; };
+
+// Two 8x8 b16 matrices from shared memory, transposed: the B fragment of V (rows = keys) for mma.
+__device__ __forceinline__ void ldmatrix_x2_trans(unsigned* r, const u16* p) {
+    unsigned long long generic = (unsigned long long)p, shared;
+    asm("cvta.to.shared.u64 %0, %1;" : "=l"(shared) : "l"(generic));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"((unsigned)shared));
+}
+
 template <typename T, int D>
-__device__ void flash_impl(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, float scale, int causal) {
-    const int KS = D + 8, VS = KTILE + 8;
+__device__ void flash_impl(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, float scale, int causal, int vec) {
+    const int S = D + 8;  // row stride in shared memory (16-byte multiple, conflict-free fragment reads)
     __shared__ __align__(16) u16 ks[KTILE * (D + 8)];
-    __shared__ __align__(16) u16 vt[D * (KTILE + 8)];
+    __shared__ __align__(16) u16 vs[KTILE * (D + 8)];
     const u16* qb = (const u16*)q; const u16* kb = (const u16*)k; const u16* vb = (const u16*)v;
     int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int g = lane >> 2, tig = lane & 3;
@@ -400,6 +420,8 @@ __device__ void flash_impl(const T* q, const T* k, const T* v, T* o, int Nq, int
     int b = blockIdx.x / tiles, tile = blockIdx.x - b * tiles, h = blockIdx.y;
     int r0 = tile * rows + warp * 16 + g, r1 = r0 + 8;
     i64 width = (i64)H * D;
+    // Scores in log2 units: exp2(s·scale·log2 e − m) = exp(s·scale − m·ln 2).
+    float scale2 = scale * 1.4426950408889634f;
 
     unsigned qa[D / 16][4];
     #pragma unroll
@@ -420,12 +442,26 @@ __device__ void flash_impl(const T* q, const T* k, const T* v, T* o, int Nq, int
 
     for (int j0 = 0; j0 < keyEnd; j0 += KTILE) {
         __syncthreads();
-        for (int e = threadIdx.x; e < KTILE * D; e += blockDim.x) {
-            int j = e / D, d = e - j * D;
-            u16 kv = 0, vv = 0;
-            if (j0 + j < Nk) { i64 at = ((i64)b * Nk + j0 + j) * width + h * D + d; kv = kb[at]; vv = vb[at]; }
-            ks[j * KS + d] = kv;
-            vt[d * VS + j] = vv;
+        if (vec) {
+            // 16-byte copies: rows of D values as D/8 vectors.
+            for (int e = threadIdx.x; e < KTILE * (D / 8); e += blockDim.x) {
+                int j = e / (D / 8), c = (e - j * (D / 8)) * 8;
+                u128 kv = {0u, 0u, 0u, 0u}, vv = {0u, 0u, 0u, 0u};
+                if (j0 + j < Nk) {
+                    i64 at = ((i64)b * Nk + j0 + j) * width + h * D + c;
+                    kv = *(const u128*)(kb + at); vv = *(const u128*)(vb + at);
+                }
+                *(u128*)(ks + j * S + c) = kv;
+                *(u128*)(vs + j * S + c) = vv;
+            }
+        } else {
+            for (int e = threadIdx.x; e < KTILE * D; e += blockDim.x) {
+                int j = e / D, d = e - j * D;
+                u16 kv = 0, vv = 0;
+                if (j0 + j < Nk) { i64 at = ((i64)b * Nk + j0 + j) * width + h * D + d; kv = kb[at]; vv = vb[at]; }
+                ks[j * S + d] = kv;
+                vs[j * S + d] = vv;
+            }
         }
         __syncthreads();
 
@@ -435,8 +471,8 @@ __device__ void flash_impl(const T* q, const T* k, const T* v, T* o, int Nq, int
             s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
             #pragma unroll
             for (int kc = 0; kc < D / 16; ++kc) {
-                const u16* kr = ks + (nt * 8 + g) * KS + kc * 16 + tig * 2;
-                unsigned bf[2] = { pair(kr), pair(kr + 8) };
+                const u16* kr = ks + (nt * 8 + g) * S + kc * 16 + tig * 2;
+                unsigned bf[2] = { *(const unsigned*)kr, *(const unsigned*)(kr + 8) };
                 mma16816(s[nt], qa[kc], bf, (const T*)0);
             }
         }
@@ -447,7 +483,7 @@ __device__ void flash_impl(const T* q, const T* k, const T* v, T* o, int Nq, int
             for (int e = 0; e < 4; ++e) {
                 int key = j0 + nt * 8 + tig * 2 + (e & 1), row = e < 2 ? r0 : r1;
                 bool valid = key < Nk && (!causal || key <= row);
-                s[nt][e] = valid ? s[nt][e] * scale : NEG_INF;
+                s[nt][e] = valid ? s[nt][e] * scale2 : NEG_INF;
             }
             mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
             mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
@@ -455,17 +491,17 @@ __device__ void flash_impl(const T* q, const T* k, const T* v, T* o, int Nq, int
         mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1)); mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1)); mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
         float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-        float c0 = n0 == NEG_INF ? 1.0f : expf(m0 - n0), c1 = n1 == NEG_INF ? 1.0f : expf(m1 - n1);
+        float c0 = n0 == NEG_INF ? 1.0f : exp2f(m0 - n0), c1 = n1 == NEG_INF ? 1.0f : exp2f(m1 - n1);
         m0 = n0; m1 = n1;
         l0 *= c0; l1 *= c1;
         #pragma unroll
         for (int dt = 0; dt < D / 8; ++dt) { acc[dt][0] *= c0; acc[dt][1] *= c0; acc[dt][2] *= c1; acc[dt][3] *= c1; }
         #pragma unroll
         for (int nt = 0; nt < KTILE / 8; ++nt) {
-            s[nt][0] = n0 == NEG_INF ? 0.0f : expf(s[nt][0] - n0);
-            s[nt][1] = n0 == NEG_INF ? 0.0f : expf(s[nt][1] - n0);
-            s[nt][2] = n1 == NEG_INF ? 0.0f : expf(s[nt][2] - n1);
-            s[nt][3] = n1 == NEG_INF ? 0.0f : expf(s[nt][3] - n1);
+            s[nt][0] = n0 == NEG_INF ? 0.0f : exp2f(s[nt][0] - n0);
+            s[nt][1] = n0 == NEG_INF ? 0.0f : exp2f(s[nt][1] - n0);
+            s[nt][2] = n1 == NEG_INF ? 0.0f : exp2f(s[nt][2] - n1);
+            s[nt][3] = n1 == NEG_INF ? 0.0f : exp2f(s[nt][3] - n1);
             l0 += s[nt][0] + s[nt][1];
             l1 += s[nt][2] + s[nt][3];
         }
@@ -476,8 +512,8 @@ __device__ void flash_impl(const T* q, const T* k, const T* v, T* o, int Nq, int
                                pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]), pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3]) };
             #pragma unroll
             for (int dt = 0; dt < D / 8; ++dt) {
-                const u16* vr = vt + (dt * 8 + g) * VS + kc * 16 + tig * 2;
-                unsigned bf[2] = { pair(vr), pair(vr + 8) };
+                unsigned bf[2];
+                ldmatrix_x2_trans(bf, vs + (kc * 16 + (lane & 15)) * S + dt * 8);
                 mma16816(acc[dt], pa, bf, (const T*)0);
             }
         }
@@ -500,8 +536,8 @@ __device__ void flash_impl(const T* q, const T* k, const T* v, T* o, int Nq, int
 }
 
 #define FLASH(S, T, D) \
-extern "C" __global__ void __launch_bounds__(128) flash##D##_##S(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, float scale, int causal) \
-    { flash_impl<T, D>(q, k, v, o, Nq, Nk, H, scale, causal); }
+extern "C" __global__ void __launch_bounds__(256) flash##D##_##S(const T* q, const T* k, const T* v, T* o, int Nq, int Nk, int H, float scale, int causal, int vec) \
+    { flash_impl<T, D>(q, k, v, o, Nq, Nk, H, scale, causal, vec); }
 #define FLASH_DIMS(S, T) FLASH(S, T, 16) FLASH(S, T, 32) FLASH(S, T, 48) FLASH(S, T, 64) FLASH(S, T, 80) FLASH(S, T, 96) FLASH(S, T, 112) FLASH(S, T, 128)
 FLASH_DIMS(f16, h16)
 FLASH_DIMS(bf16, b16)
