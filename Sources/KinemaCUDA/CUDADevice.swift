@@ -53,6 +53,9 @@ public final class CUDADevice: @unchecked Sendable {
     /// How the core kernel module was obtained: compiled now or read from the cache, and seconds.
     public var moduleSource: String { moduleLog.first ?? "" }
     let cublasWorkspaceBytes = 32 << 20
+    /// `KINEMA_CUDA_SYNC=1`: wait for every kernel and GEMM to finish, so that `--profile`'s
+    /// per-op times are GPU times (slower; for finding where time goes).
+    let synchronizesEachOp = ProcessInfo.processInfo.environment["KINEMA_CUDA_SYNC"] == "1"
     let multiprocessorsForGrid: Int
 
     /// Opens GPU `ordinal`. Throws a `CUDAError` naming the failing call where there is no driver,
@@ -207,6 +210,7 @@ public final class CUDADevice: @unchecked Sendable {
             driver.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), 1, UInt32(block), 1, 1, 0, stream, buffer.baseAddress, nil)
         }
         driver.must(result, "cuLaunchKernel(\(name), grid \(grid), block \(block))")
+        if synchronizesEachOp { driver.must(driver.cuStreamSynchronize(stream), "cuStreamSynchronize after \(name)") }
     }
 
     /// Launches an elementwise kernel over `count` items with a grid-stride loop.

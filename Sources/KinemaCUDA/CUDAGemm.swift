@@ -36,6 +36,7 @@ extension CUDABackend {
         do {
             try device.cublas.check(status, "cublasGemmStridedBatchedEx(m \(m), n \(n), k \(k), batch \(batch), \(dtype))")
         } catch { fatalError("\(error)") }
+        if device.synchronizesEachOp { device.synchronize() }
     }
 
     public func matmulKernel(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool,

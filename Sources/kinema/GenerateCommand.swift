@@ -77,9 +77,10 @@ struct Generate: ParsableCommand {
         let picture = try ImageLoader.load(path: image)
         let backend = try deviceOptions.makeBackend(threads: settings.threads)
         // Plan before any work: the fastest plan within the budget, or a refusal.
-        let budget = try settings.budgetBytes()
+        let deviceFree = (backend as? CUDABackend)?.device.memoryInfo().free
+        let budget = try settings.budgetBytes(deviceFreeBytes: deviceFree)
         let chosen = try settings.choosePlan(folder: modelFolder, request: request, workspacePolicy: backend.workspacePolicy,
-                                             computeType: backend.computeType)
+                                             computeType: backend.computeType, deviceFreeBytes: deviceFree)
         for note in chosen.degradations { FileHandle.standardError.write(Data("degraded to fit the memory budget: \(note)\n".utf8)) }
         request = chosen.request
         if seed == nil { FileHandle.standardError.write(Data("seed: \(request.seed)\n".utf8)) }
