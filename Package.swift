@@ -36,6 +36,8 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         .target(name: "KinemaCPU", dependencies: ["KinemaCore", "CBLAS"], swiftSettings: engineFlags),
+        // Not -Ounchecked: its fatal errors name the failing CUDA call, and none of its loops is hot.
+        .target(name: "KinemaCUDA", dependencies: ["KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .target(name: "KinemaModels", dependencies: ["KinemaCore"], swiftSettings: engineFlags),
         .target(name: "KinemaPipeline", dependencies: ["KinemaModels", "KinemaCore"], swiftSettings: engineFlags),
         .target(name: "KinemaPlanner", dependencies: ["KinemaPipeline", "KinemaModels", "KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
@@ -56,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "kinema",
             dependencies: [
-                "KinemaCore", "KinemaCPU", "KinemaModels", "KinemaPipeline", "KinemaPlanner", "KinemaServer",
+                "KinemaCore", "KinemaCPU", "KinemaCUDA", "KinemaModels", "KinemaPipeline", "KinemaPlanner", "KinemaServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -77,6 +79,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "KinemaJobsTests", dependencies: ["KinemaJobs", .product(name: "PostgresNIO", package: "postgres-nio")], swiftSettings: [.swiftLanguageMode(.v5)]),
+        .testTarget(name: "KinemaCUDATests", dependencies: ["KinemaCUDA", "KinemaCPU", "KinemaCore"],
+                    swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(
             name: "KinemaCPUTests", dependencies: ["KinemaCore", "KinemaCPU"],
             exclude: ["Fixtures"],

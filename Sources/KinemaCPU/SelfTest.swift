@@ -22,10 +22,33 @@ public struct SelfTest {
         self.generator = SystemRandomNumberGenerator()
     }
 
+    /// Normal random values, already rounded to the backend's compute type, so the reference sees
+    /// exactly the inputs the backend computes on.
     mutating func normal(_ count: Int, scale: Float = 1) -> [Float] {
-        (0..<count).map { _ in
+        var values: [Float] = (0..<count).map { _ in
             let u1 = Float.random(in: Float.ulpOfOne..<1, using: &generator), u2 = Float.random(in: 0..<1, using: &generator)
             return scale * (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
+        }
+        let dtype = backend.computeType
+        if dtype != .f32 {
+            let rounded = UnsafeMutableRawPointer.allocate(byteCount: count * dtype.size, alignment: 64)
+            defer { rounded.deallocate() }
+            values.withUnsafeMutableBytes { buffer in
+                DType.convert(buffer.baseAddress!, from: .f32, to: rounded, dtype, count: count)
+                DType.convert(rounded, from: dtype, to: buffer.baseAddress!, .f32, count: count)
+            }
+        }
+        return values
+    }
+
+    /// The tolerance of a case for this backend's compute type: f32 as given; f16 and bf16 outputs
+    /// carry their own rounding (2⁻¹¹ and 2⁻⁸ relative), so their floors are 4e-3 and 3e-2. Exact
+    /// cases (tolerance 0: copies) stay exact in every type.
+    func tolerance(_ base: Float) -> Float {
+        switch backend.computeType {
+        case .f32: return base
+        case .f16: return base == 0 ? 0 : max(base, 4e-3)
+        case .bf16: return base == 0 ? 0 : max(base, 3e-2)
         }
     }
 
@@ -41,18 +64,20 @@ public struct SelfTest {
         return worst
     }
 
-    func timed(_ body: () -> Tensor) -> (Tensor, Double) {
+    /// The op's output read back to the host, and the milliseconds of op and read (which waits for
+    /// a GPU to finish).
+    func timed(_ body: () -> Tensor) -> ([Float], Double) {
         let start = DispatchTime.now().uptimeNanoseconds
-        let result = body()
+        let result = backend.floats(body())
         return (result, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
     }
 
     /// Runs all cases, calling `report` after each one.
     public mutating func run(report: (SelfTestResult) -> Void = { _ in }) -> [SelfTestResult] {
         var results: [SelfTestResult] = []
-        func record(_ op: String, _ shape: String, _ actual: (Tensor, Double), _ expected: [Float], tolerance: Float = 1e-4) {
-            let result = SelfTestResult(op: op, shape: shape, maxError: Self.error(actual.0.floats(), expected),
-                                        tolerance: tolerance, milliseconds: actual.1)
+        func record(_ op: String, _ shape: String, _ actual: ([Float], Double), _ expected: [Float], tolerance: Float = 1e-4) {
+            let result = SelfTestResult(op: op, shape: shape, maxError: Self.error(actual.0, expected),
+                                        tolerance: self.tolerance(tolerance), milliseconds: actual.1)
             results.append(result)
             report(result)
         }
@@ -108,6 +133,13 @@ public struct SelfTest {
             ("attention cross", 2, 256, 20, 2, 32, false),
             ("attention causal (CLIP text)", 1, 77, 77, 4, 16, true),
             ("attention temporal", 64, 16, 16, 2, 32, false),
+            // Head dims of the released models (UNet and CLIP text 64, CLIP ViT-H 80), odd lengths.
+            ("attention spatial d64", 1, 300, 300, 2, 64, false),
+            ("attention cross d64", 2, 250, 77, 2, 64, false),
+            ("attention causal d64", 1, 77, 77, 2, 64, true),
+            ("attention vision d80", 1, 257, 257, 2, 80, false),
+            ("attention temporal d64", 32, 24, 24, 2, 64, false),
+            ("attention VAE d512", 1, 300, 300, 1, 512, false),
         ]
         for (name, batch, nq, nk, heads, d, causal) in attentionCases {
             let q = normal(batch * nq * heads * d), k = normal(batch * nk * heads * d), v = normal(batch * nk * heads * d)

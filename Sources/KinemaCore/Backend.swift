@@ -86,6 +86,9 @@ public protocol Backend: AnyObject {
     var computeType: DType { get }
 
     func writeKernel(_ values: UnsafeRawPointer, dtype: DType, into output: Tensor)
+    /// Copies `input`'s elements to host memory at `destination`, converted to `dtype`. Backends
+    /// whose tensors live in host memory use the default (a plain conversion).
+    func readKernel(_ input: Tensor, dtype: DType, into destination: UnsafeMutableRawPointer)
     func convertKernel(_ input: Tensor, into output: Tensor)
     /// `output[b] = op(a[b]) · op(b[b or 0])` with `a` (batch, m, k) and `b` (batch or 1, k, n),
     /// where op transposes the stored matrix when asked.
@@ -121,4 +124,11 @@ public protocol Backend: AnyObject {
     func tokenMatchKernel(_ metric: Tensor, height: Int, width: Int, merged: Int, workspace: Tensor?, into slots: Tensor)
     func tokenMergeKernel(_ tokens: Tensor, slots: Tensor, into output: Tensor)
     func tokenUnmergeKernel(_ merged: Tensor, slots: Tensor, into output: Tensor)
+}
+
+extension Backend {
+    /// Host memory backends read a tensor's bytes in place.
+    public func readKernel(_ input: Tensor, dtype: DType, into destination: UnsafeMutableRawPointer) {
+        DType.convert(input.rawPointer, from: input.dtype, to: destination, dtype, count: input.count)
+    }
 }

@@ -30,6 +30,15 @@ extension Backend {
         return output
     }
 
+    /// The elements of a tensor of this device as `Float`s in host memory (a device-to-host copy on
+    /// a GPU). Traps on the meta device.
+    public func floats(_ input: Tensor) -> [Float] {
+        [Float](unsafeUninitializedCapacity: input.count) { buffer, initialized in
+            if input.count > 0 { readKernel(input, dtype: .f32, into: buffer.baseAddress!) }
+            initialized = input.count
+        }
+    }
+
     /// The same values in another dtype.
     public func convert(_ input: Tensor, to dtype: DType) -> Tensor {
         let output = empty(input.shape, dtype: dtype, op: "convert")

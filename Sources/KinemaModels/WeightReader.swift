@@ -68,6 +68,31 @@ public final class WeightReader {
         self.ignorable = { _ in false }
     }
 
+    /// Makes weights of the expected shapes filled with uniform random values of standard
+    /// deviation 0.02 (on a device that holds data), for benchmarks without a checkpoint.
+    public convenience init(randomFor component: String, backend: Backend, seed: UInt64) {
+        self.init(shapesOnlyFor: component, backend: backend)
+        randomState = seed | 1
+    }
+
+    private var randomState: UInt64?
+
+    private func randomWeight(_ shape: [Int], dtype: DType) -> Tensor {
+        let tensor = backend.empty(shape, dtype: dtype, op: "weights")
+        guard var state = randomState, tensor.hasData else { return tensor }
+        let bound = Float(0.02 * 3.0.squareRoot())
+        let values = [Float](unsafeUninitializedCapacity: tensor.count) { buffer, initialized in
+            for i in 0..<tensor.count {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17
+                buffer[i] = (Float(state >> 40) / Float(1 << 24) * 2 - 1) * bound
+            }
+            initialized = tensor.count
+        }
+        randomState = state
+        values.withUnsafeBytes { backend.writeKernel($0.baseAddress!, dtype: .f32, into: tensor) }
+        return tensor
+    }
+
     /// The dtype the weight matrices of linear and convolution layers (`matrix(_:_:)`) are kept in
     /// on the device; nil = the compute type. The ops widen them to the compute type one at a time,
     /// so f16 halves their memory and, for an f16 checkpoint, changes no value.
@@ -91,7 +116,7 @@ public final class WeightReader {
     private func read(_ key: String, _ shape: [Int], dtype: DType) -> Tensor {
         bytesByKey[key] = shape.reduce(1, *) * dtype.size
         shapesByKey[key] = shape
-        if shapesOnly { return backend.empty(shape, dtype: dtype, op: "weights") }
+        if shapesOnly { return randomWeight(shape, dtype: dtype) }
         guard let name = ([key] + aliases(key)).first(where: { sources[$0] != nil }), let source = sources[name] else {
             missing.append(key)
             return backend.empty(shape, dtype: dtype, op: "weights")

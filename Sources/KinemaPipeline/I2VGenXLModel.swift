@@ -54,6 +54,10 @@ public struct I2VGenXLModel {
         /// No files: weights of the configs' shapes (for dry runs on the meta backend, and for
         /// planning from configs alone).
         case shapesOnly
+        /// No files: weights of the configs' shapes filled with uniform random values of standard
+        /// deviation 0.02 from `seed` (benchmarks of full-size models without a checkpoint: the
+        /// cost is that of real weights, the pictures are noise).
+        case random(seed: UInt64)
     }
 
     /// Loads `folder` (with `model_index.json`) onto `backend`. `variant` picks files such as

@@ -263,7 +263,7 @@ public struct ImageToVideoPipeline {
         // (x · 0.5 + 0.5).clamp(0, 1), then (F, 3, H, W) -> (F, H, W, 3).
         let unit = b.clamp(b.affine(video, scale: 0.5, shift: 0.5), lower: 0, upper: 1)
         let frameMajor = b.permute(unit, [0, 2, 3, 1])
-        return GeneratedVideo(frames: frameMajor.hasData ? frameMajor.floats() : [], count: frames,
+        return GeneratedVideo(frames: frameMajor.hasData ? b.floats(frameMajor) : [], count: frames,
                               width: frameMajor.shape[2], height: frameMajor.shape[1])
     }
 
@@ -360,7 +360,7 @@ public struct ImageToVideoPipeline {
                     }
                 }
                 latents = prediction.hasData
-                    ? try scheduler.step(modelOutput: prediction.floats(), timestep: t, sample: latents, steps: request.steps)
+                    ? try scheduler.step(modelOutput: b.floats(prediction), timestep: t, sample: latents, steps: request.steps)
                     : latents
                 progress(GenerationProgress(phase: .denoise, step: index + 1, totalSteps: timesteps.count))
             }

@@ -76,6 +76,11 @@ public struct ModelFolder {
         }
     }
 
+    /// A stable per-component offset of the random-weights seed.
+    enum SeedOffset {
+        static func of(_ text: String) -> UInt32 { text.utf8.reduce(2_166_136_261) { ($0 ^ UInt32($1)) &* 16_777_619 } }
+    }
+
     static func path(_ folder: String, _ parts: String...) -> String { ([folder] + parts).joined(separator: "/") }
 
     /// A strict weight reader for one component, or a shapes-only one.
@@ -84,6 +89,8 @@ public struct ModelFolder {
         if case .files(let variant) = weights {
             let files = try I2VGenXLModel.weightFiles(in: Self.path(folder, name), base: base, variant: variant)
             reader = try make(try files.map { try SafeTensorsFile(path: $0) })
+        } else if case .random(let seed) = weights {
+            reader = WeightReader(randomFor: name, backend: backend, seed: seed &+ UInt64(SeedOffset.of(name)))
         } else {
             reader = WeightReader(shapesOnlyFor: name, backend: backend)
         }

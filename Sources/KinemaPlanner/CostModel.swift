@@ -43,6 +43,14 @@ public struct CostModel: Sendable, Equatable, Codable {
                                              memoryBytesPerSecond: 3e9, secondsPerCall: 20e-6, weightBytesPerSecond: 1e9,
                                              threads: 2, source: "default")
 
+    /// The model used on CUDA, which `kinema bench calibrate` does not measure yet: an estimate for an
+    /// H200 in f16 (cuBLAS GEMMs, im2col convolutions, Kinema's flash attention, host-to-device weight
+    /// copies), rounded from the runs in docs/benchmarks.md. It ranks plans by their work; its seconds
+    /// are rough on other GPUs.
+    public static let defaultCUDA = CostModel(matmulFlopsPerSecond: 300e12, convolutionFlopsPerSecond: 150e12,
+                                              attentionFlopsPerSecond: 100e12, memoryBytesPerSecond: 2e12, secondsPerCall: 10e-6,
+                                              weightBytesPerSecond: 10e9, threads: 0, source: "default (CUDA estimate)")
+
     /// Predicted seconds of `work`.
     public func seconds(_ work: OpWork) -> Double {
         workScale * rateSeconds(work) + work.calls * secondsPerCall

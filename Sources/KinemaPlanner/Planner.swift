@@ -163,9 +163,11 @@ public enum Planner {
     /// The plan for `request` within `budget` (nil: none): of the lossless plans that fit, the one
     /// `costModel` predicts fastest (ties: the earlier in `losslessPlans`).
     public static func choose(folder: String, request: GenerationRequest, budget: Int?, allowDegrade: Bool = false,
-                              workspacePolicy: WorkspacePolicy, costModel: CostModel = .defaultCPU) throws -> PlanReport {
+                              workspacePolicy: WorkspacePolicy, computeType: DType = .f32,
+                              costModel: CostModel = .defaultCPU) throws -> PlanReport {
         // Configs, tokenizer and scheduler are read once for every dry run below.
-        let models = try ModelFolder(folder: folder, backend: MetaBackend(emulating: workspacePolicy), weights: .shapesOnly)
+        let models = try ModelFolder(folder: folder, backend: MetaBackend(emulating: workspacePolicy, computeType: computeType),
+                                     weights: .shapesOnly)
         // Every denoising step allocates and computes the same: dry-run one step, count its work `steps` times.
         func predict(_ plan: ExecutionPlan, _ request: GenerationRequest) throws -> MemoryPrediction {
             var oneStep = request

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KinemaCore
 import KinemaCPU
+import KinemaCUDA
 import KinemaPipeline
 import KinemaPlanner
 
@@ -34,6 +35,9 @@ struct Generate: ParsableCommand {
     @Option(help: "Weight files variant, e.g. fp16 for model.fp16.safetensors.")
     var variant: String?
 
+    @Flag(help: "Benchmarks: ignore the model folder's weight files (it may have none, e.g. configs only) and use random weights of the configs' shapes; the video is noise.")
+    var randomWeights = false
+
     @Option(help: "The input picture (PNG, JPEG, WebP, …).")
     var image: String
 
@@ -47,6 +51,8 @@ struct Generate: ParsableCommand {
     var seed: UInt64?
 
     @OptionGroup var settings: GenerationOptions
+
+    @OptionGroup var deviceOptions: DeviceOptions
 
     @Option(name: .shortAndLong, help: "Where to write the video (.mp4, .gif, .webp, .npy, or a folder/ of PNGs).")
     var output: String
@@ -69,10 +75,13 @@ struct Generate: ParsableCommand {
                                            seed: seed ?? UInt64.random(in: 0...UInt64(Int64.max)), modelFolder: modelFolder)
 
         let picture = try ImageLoader.load(path: image)
-        let backend = CPUBackend(threads: settings.threads)
+        let backend = try deviceOptions.makeBackend(threads: settings.threads)
         // Plan before any work: the fastest plan within the budget, or a refusal.
-        let budget = try settings.budgetBytes()
-        let chosen = try settings.choosePlan(folder: modelFolder, request: request, workspacePolicy: backend.workspacePolicy, threads: backend.threads)
+        let deviceFree = (backend as? CUDABackend)?.device.memoryInfo().free
+        let budget = try settings.budgetBytes(deviceFreeBytes: deviceFree)
+        let chosen = try settings.choosePlan(folder: modelFolder, request: request, workspacePolicy: backend.workspacePolicy,
+                                             threads: backend.cpuThreads, computeType: backend.computeType,
+                                             deviceFreeBytes: deviceFree, onCUDA: backend is CUDABackend)
         for note in chosen.degradations { FileHandle.standardError.write(Data("degraded to fit the memory budget: \(note)\n".utf8)) }
         request = chosen.request
         if seed == nil { FileHandle.standardError.write(Data("seed: \(request.seed)\n".utf8)) }
@@ -83,8 +92,10 @@ struct Generate: ParsableCommand {
         // What the process holds before any model memory (code, libraries, the decoded picture): the
         // fixed part of its peak RSS, which the report states beside the predicted peak.
         let baselineRSS = ProcessMemory.residentBytes
+        if backend is CUDABackend { bar.write("device: \(backend.deviceDescription)") }
         bar.phase("loading \(modelFolder)")
-        let folder = try ModelFolder(folder: modelFolder, backend: backend, weights: .files(variant: variant))
+        let folder = try ModelFolder(folder: modelFolder, backend: backend,
+                                     weights: randomWeights ? .random(seed: request.seed) : .files(variant: variant))
         clock.finish("load")
         let video = try ImageToVideoPipeline(folder: folder).generate(image: picture, request: request, plan: chosen.plan) {
             clock.record($0)
@@ -92,6 +103,9 @@ struct Generate: ParsableCommand {
             bar.update($0)
         }
         recorder.close()
+        let cuda = backend as? CUDABackend
+        let poolStatistics = cuda?.device.poolStatistics()
+        let deviceMemory = cuda?.device.memoryInfo()
         let encoding = GenerationProgress(phase: .encodeVideo, step: 0, totalSteps: 1)
         clock.record(encoding)
         bar.update(encoding)
@@ -109,18 +123,25 @@ struct Generate: ParsableCommand {
         if let report {
             let object: [String: Any] = [
                 "seed": request.seed, "width": request.width, "height": request.height, "frames": request.frames,
-                "steps": request.steps, "guidance": request.guidanceScale, "model": modelFolder, "device": "cpu",
+                "steps": request.steps, "guidance": request.guidanceScale, "model": modelFolder, "device": backend.name,
+                "device_description": backend.deviceDescription, "compute_type": backend.computeType.rawValue,
                 "phase_seconds": clock.phases, "measured_seconds": clock.total,
                 "unet_seconds_per_step": clock.medianStepSeconds,
                 "measured_peak_bytes": recorder.peaks.values.max() ?? 0, "measured_phase_peak_bytes": recorder.peaks,
                 "predicted_peak_bytes": chosen.prediction.peakBytes, "predicted_phase_peak_bytes": chosen.prediction.phasePeakBytes,
                 "weight_bytes": chosen.prediction.weightBytes, "peak_rss_bytes": ProcessMemory.peakResidentBytes,
                 "baseline_rss_bytes": baselineRSS,
-                "plan": PlanDescription.json(chosen.plan, request: request, threads: backend.threads),
+                "plan": PlanDescription.json(chosen.plan, request: request, threads: backend.cpuThreads),
                 "degradations": chosen.degradations, "memory_budget_bytes": budget as Any,
                 "predicted_seconds": chosen.predictedSeconds, "predicted_phase_seconds": chosen.predictedPhaseSeconds,
                 "cost_model": chosen.costModel.source,
-            ]
+            ].merging(cuda.map { cuda -> [String: Any] in [
+                // The allocator's peak is measured_peak_bytes; these are the CUDA pool's and driver's views.
+                "cuda_fixed_overhead_bytes": cuda.device.fixedOverheadBytes,
+                "cuda_used_after_context_bytes": cuda.device.usedAfterContextBytes,
+                "cuda_pool_reserved_peak_bytes": poolStatistics!.reservedPeak, "cuda_pool_used_peak_bytes": poolStatistics!.usedPeak,
+                "cuda_free_bytes_at_end": deviceMemory!.free, "cuda_total_bytes": deviceMemory!.total,
+            ] } ?? [:]) { first, _ in first }
             try AtomicFile.write(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), to: report)
         }
     }

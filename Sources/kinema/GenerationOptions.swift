@@ -31,7 +31,7 @@ struct GenerationOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "CPU worker threads (default: one per core).")
     var threads: Int?
 
-    @Option(parsing: .unconditional, help: "Most memory the run may use, e.g. 6GiB, 512MiB, or auto (free memory minus --memory-headroom). The fastest plan that fits is chosen before any work; without --allow-degrade a run that cannot fit is refused.")
+    @Option(parsing: .unconditional, help: "Most memory the run may use, e.g. 6GiB, 512MiB, or auto (free memory, the GPU's on CUDA, minus --memory-headroom). The fastest plan that fits is chosen before any work; without --allow-degrade a run that cannot fit is refused.")
     var memoryBudget: String?
 
     @Option(help: "Memory kept free when --memory-budget is auto.")
@@ -61,19 +61,29 @@ struct GenerationOptions: ParsableArguments {
         return request
     }
 
-    /// The budget in bytes, nil for none.
-    func budgetBytes() throws -> Int? {
+    /// The budget in bytes, nil for none. `auto` is the device's free memory minus the headroom:
+    /// `deviceFreeBytes` for a GPU (cuMemGetInfo), else the host's MemAvailable.
+    func budgetBytes(deviceFreeBytes: Int? = nil) throws -> Int? {
         do {
-            return try memoryBudget.map { try MemoryBudget(parsing: $0).resolve(headroom: try MemoryBudget.bytes(parsing: memoryHeadroom)) }
+            let headroom = try MemoryBudget.bytes(parsing: memoryHeadroom)
+            return try memoryBudget.map { text in
+                let budget = try MemoryBudget(parsing: text)
+                if case .auto = budget, let deviceFreeBytes { return max(0, deviceFreeBytes - headroom) }
+                return try budget.resolve(headroom: headroom)
+            }
         } catch let error as PlanError { throw CLIError("\(error)") }
     }
 
     /// The planner's choice for `request` within the budget.
-    func choosePlan(folder: String, request: GenerationRequest, workspacePolicy: WorkspacePolicy, threads: Int) throws -> PlanReport {
-        let costModel = try costModel(threads: threads)
+    /// The cost model ranks the plans that fit: this machine's calibration on the CPU, the default
+    /// CUDA estimate on a GPU (`kinema bench calibrate` measures the CPU only).
+    func choosePlan(folder: String, request: GenerationRequest, workspacePolicy: WorkspacePolicy, threads: Int,
+                    computeType: DType = .f32, deviceFreeBytes: Int? = nil, onCUDA: Bool = false) throws -> PlanReport {
+        let costModel = onCUDA ? CostModel.defaultCUDA : try costModel(threads: threads)
         do {
-            return try Planner.choose(folder: folder, request: request, budget: try budgetBytes(), allowDegrade: allowDegrade,
-                                      workspacePolicy: workspacePolicy, costModel: costModel)
+            return try Planner.choose(folder: folder, request: request, budget: try budgetBytes(deviceFreeBytes: deviceFreeBytes),
+                                      allowDegrade: allowDegrade, workspacePolicy: workspacePolicy, computeType: computeType,
+                                      costModel: costModel)
         } catch let error as PlanError { throw CLIError("\(error)") }
     }
 }

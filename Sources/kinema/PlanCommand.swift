@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KinemaCore
 import KinemaCPU
+import KinemaCUDA
 import KinemaPipeline
 import KinemaPlanner
 
@@ -38,20 +39,27 @@ struct Plan: ParsableCommand {
 
     @OptionGroup var settings: GenerationOptions
 
-    @Option(help: "The device to plan for: cpu (cuda comes with the CUDA backend).")
+    @Option(help: "The device to plan for: cpu or cuda (no GPU needed: the CUDA backend's workspaces and storage type are known ahead).")
     var device = "cpu"
+
+    @Option(help: "With --device cuda, the storage type planned for: f16, bf16 or f32.")
+    var precision: DeviceOptions.Precision = .f16
 
     @Flag(help: "Print JSON.")
     var json = false
 
     func run() throws {
-        guard device == "cpu" else { throw CLIError("planning for --device \(device) needs the CUDA backend, which is not part of this build yet") }
+        guard device == "cpu" || device == "cuda" else { throw CLIError("--device must be cpu or cuda, got \(device)") }
         if model != nil && modelConfig != nil { throw CLIError("give --model or --model-config, not both") }
         let folder = try modelConfig ?? ModelLocator.resolve(model)
         let request = try settings.request(prompt: "", negativePrompt: nil, seed: 0, modelFolder: folder)
-        let policy = CPUWorkspacePolicy(threads: settings.threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        let cpuPolicy = CPUWorkspacePolicy(threads: settings.threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        let computeType = device == "cuda" ? precision.computeType : .f32
+        let policy: WorkspacePolicy = device == "cuda" ? CUDAWorkspacePolicy(computeType: computeType) : cpuPolicy
+        let threads = device == "cuda" ? 0 : cpuPolicy.threads
         let budget = try settings.budgetBytes()
-        let chosen = try settings.choosePlan(folder: folder, request: request, workspacePolicy: policy, threads: policy.threads)
+        let chosen = try settings.choosePlan(folder: folder, request: request, workspacePolicy: policy, threads: cpuPolicy.threads,
+                                             computeType: computeType, onCUDA: device == "cuda")
         let cost = chosen.costModel
         let prediction = chosen.prediction
         let final = chosen.request
@@ -59,12 +67,13 @@ struct Plan: ParsableCommand {
             let object: [String: Any] = [
                 "predicted_peak_bytes": prediction.peakBytes, "weight_bytes": prediction.weightBytes,
                 "phase_peak_bytes": prediction.phasePeakBytes,
-                "plan": PlanDescription.json(chosen.plan, request: final, threads: policy.threads),
+                "plan": PlanDescription.json(chosen.plan, request: final, threads: threads),
+                "device": device, "compute_type": computeType.rawValue,
                 "degradations": chosen.degradations, "memory_budget_bytes": budget as Any,
                 "request": ["width": final.width, "height": final.height, "frames": final.frames, "guidance": final.guidanceScale],
                 "predicted_seconds": chosen.predictedSeconds, "predicted_phase_seconds": chosen.predictedPhaseSeconds,
                 "cost_model": cost.source,
-                "alternatives": chosen.alternatives.map { ["plan": PlanDescription.json($0.plan, request: request, threads: policy.threads),
+                "alternatives": chosen.alternatives.map { ["plan": PlanDescription.json($0.plan, request: request, threads: threads),
                                                            "predicted_peak_bytes": $0.prediction.peakBytes,
                                                            "predicted_seconds": cost.seconds($0.prediction)] },
             ]
@@ -75,7 +84,8 @@ struct Plan: ParsableCommand {
         print("\(folder): \(final.width)x\(final.height), \(final.frames) frames, guidance \(final.usesGuidance ? "on" : "off")"
               + (budget.map { ", budget \(gib($0))" } ?? ""))
         for note in chosen.degradations { print("DEGRADED to fit: \(note)") }
-        print("plan: \(PlanDescription.text(chosen.plan, request: final)), \(policy.threads) threads")
+        print("plan: \(PlanDescription.text(chosen.plan, request: final)), "
+              + (device == "cuda" ? "cuda, \(computeType) storage" : "\(threads) threads"))
         print("  all weights \(gib(prediction.weightBytes))")
         for phase in ["encode", "denoise", "decode"] {
             if let bytes = prediction.phasePeakBytes[phase] { print("  " + phase.padding(toLength: 11, withPad: " ", startingAt: 0) + " \(gib(bytes)) peak") }
