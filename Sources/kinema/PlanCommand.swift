@@ -18,8 +18,9 @@ struct Plan: ParsableCommand {
             tokenizer and scheduler config alone (e.g. the released I2VGen-XL configs).
 
             With --memory-budget it picks the fastest lossless plan that fits (guidance batched or \
-            serial; all weights resident or only the running phase's; f16 weight storage for f16 \
-            checkpoints; UNet activations in parts), and, with --allow-degrade, the least lossy plan \
+            serial; all weights resident, only the running phase's, or the UNet's blocks streamed; f16 \
+            weight storage for f16 checkpoints; UNet activations in parts), ranked by predicted \
+            seconds (kinema bench calibrate), and, with --allow-degrade, the least lossy plan \
             when none fits: VAE tiling with blended overlaps, then token merging on the spatial \
             self-attention, then lower resolution, then fewer frames. Without --allow-degrade it \
             refuses and names the smallest budget and the nearest settings that fit. A budget below \

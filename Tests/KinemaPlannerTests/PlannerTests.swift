@@ -1,6 +1,7 @@
 import Foundation
 import KinemaCore
 import KinemaCPU
+import KinemaModels
 import KinemaPipeline
 import KinemaPlanner
 import XCTest
@@ -51,6 +52,14 @@ final class PlannerTests: XCTestCase {
         XCTAssertLessThan(peaks[1], peaks[0], "serial guidance halves the UNet's activations")
         XCTAssertLessThan(peaks[2], peaks[0], "per-phase residency drops the idle models' weights")
         XCTAssertEqual(peaks.min(), peaks.last)
+        // Streaming the UNet's blocks holds one block's weights instead of all of them.
+        let plans = Planner.losslessPlans
+        let perPhase16 = plans.firstIndex { $0.residency == .perPhase && $0.splits == 16 }!
+        let streamed16 = plans.firstIndex { $0.residency == .streamed && $0.splits == 16 }!
+        let blocks = try ModelFolder(folder: folder, backend: MetaBackend(emulating: policy), weights: .shapesOnly).unetBlockWeightBytes()
+        let streamedBytes = blocks.filter { I2VGenXLUNet.isBlockKey($0.key + ".") }.values
+        XCTAssertLessThanOrEqual(peaks[streamed16], peaks[perPhase16] - (streamedBytes.reduce(0, +) - streamedBytes.max()!),
+                                 "\(peaks[streamed16]) vs \(peaks[perPhase16]), blocks \(blocks)")
     }
 
     func testF16WeightsAreOfferedForF16CheckpointsAndChangeNoValue() throws {
