@@ -1,9 +1,12 @@
+import KinemaCore
 import KinemaPipeline
 
 /// How plans are shown to users, in text and JSON.
 public enum PlanDescription {
-    public static func json(_ plan: ExecutionPlan, request: GenerationRequest, threads: Int) -> [String: Any] {
-        ["device": "cpu", "weights": plan.weights == .f16 ? "f16" : "f32", "residency": plan.residency.rawValue,
+    /// `device` is "cpu" or "cuda"; `computeType` is the dtype weights kept in compute precision have.
+    public static func json(_ plan: ExecutionPlan, request: GenerationRequest, threads: Int,
+                            device: String = "cpu", computeType: DType = .f32) -> [String: Any] {
+        ["device": device, "weights": plan.weights == .f16 ? "f16" : computeType.rawValue, "residency": plan.residency.rawValue,
          "guidance": request.usesGuidance ? plan.guidance.rawValue : "off", "decode_chunk": request.decodeChunk,
          "splits": plan.splits, "threads": threads,
          "vae_tile": plan.vaeTile as Any, "token_merge": plan.tokenMerge as Any, "lossy": plan.isLossy]

@@ -68,13 +68,13 @@ struct Plan: ParsableCommand {
             let object: [String: Any] = [
                 "predicted_peak_bytes": prediction.peakBytes, "weight_bytes": prediction.weightBytes,
                 "phase_peak_bytes": prediction.phasePeakBytes,
-                "plan": PlanDescription.json(chosen.plan, request: final, threads: threads),
+                "plan": PlanDescription.json(chosen.plan, request: final, threads: threads, device: device, computeType: computeType),
                 "device": device, "compute_type": computeType.rawValue,
                 "degradations": chosen.degradations, "memory_budget_bytes": budget as Any,
                 "request": ["width": final.width, "height": final.height, "frames": final.frames, "guidance": final.guidanceScale],
                 "predicted_seconds": chosen.predictedSeconds, "predicted_phase_seconds": chosen.predictedPhaseSeconds,
                 "cost_model": cost.source,
-                "alternatives": chosen.alternatives.map { ["plan": PlanDescription.json($0.plan, request: request, threads: threads),
+                "alternatives": chosen.alternatives.map { ["plan": PlanDescription.json($0.plan, request: request, threads: threads, device: device, computeType: computeType),
                                                            "predicted_peak_bytes": $0.prediction.peakBytes,
                                                            "predicted_seconds": cost.seconds($0.prediction)] },
             ]
