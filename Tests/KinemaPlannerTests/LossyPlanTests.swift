@@ -60,9 +60,10 @@ final class LossyPlanTests: XCTestCase {
             XCTAssertEqual(tiled.shape, [1, 3, 192, 256])
             let differences = zip(tiled.floats(), whole).map { abs($0 - $1) }
             let maximum = differences.max()!, mean = differences.reduce(0, +) / Float(differences.count)
-            // Pixels in [-1, 1]; measured on 2026-12-01: tile 32 max ≈ 0.1, mean ≈ 0.005; tile 16 max ≈ 0.2, mean ≈ 0.01.
+            // Pixels in [-1, 1]; measured on 2026-12-01 over random pictures: mean 0.009–0.035, max 0.14–0.2
+            // (a tile decoded without its blend, or misplaced, is off by tenths on average).
             print("VAE tile \(tile): max |tiled − whole| = \(maximum), mean = \(mean) (pixels in [-1, 1])")
-            XCTAssertLessThan(mean, 0.03, "tile \(tile)")
+            XCTAssertLessThan(mean, 0.08, "tile \(tile)")
             XCTAssertLessThan(maximum, 0.5, "tile \(tile)")
             XCTAssertGreaterThan(maximum, 0, "tiling is lossy: some pixel must differ")
         }
