@@ -63,7 +63,9 @@ enum TestPostgres {
         defer { try? FileManager.default.removeItem(at: capture) }
         let words = (asServerOwner && getuid() == 0 ? ["runuser", "-u", "postgres", "--"] : []) + command
         let quoted = words.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
-        let argv = ["/bin/sh", "-c", "\(quoted) >'\(capture.path)' 2>&1 </dev/null"].map { strdup($0) } + [nil]
+        let shell: [String] = ["/bin/sh", "-c", "\(quoted) >'\(capture.path)' 2>&1 </dev/null"]
+        var argv: [UnsafeMutablePointer<CChar>?] = shell.map { strdup($0) }
+        argv.append(nil)
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
         guard posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ) == 0 else { throw ServerTestError("cannot run \(quoted)") }
