@@ -54,21 +54,26 @@ enum TestPostgres {
         try run(["\(bin)/pg_ctl", "-D", "\(dir)/data"] + arguments, asServerOwner: true)
     }
 
-    /// PostgreSQL refuses to run as root: as root, `pg_ctl` runs as the cluster's owner `postgres`.
+    /// PostgreSQL refuses to run as root: as root, `pg_ctl` runs as the cluster's owner `postgres`. Spawned and
+    /// reaped with posix_spawn and waitpid, output through a file: the server that `pg_ctl start` leaves behind
+    /// would hold a pipe open, and Foundation's Process was seen waiting for ever on it.
     @discardableResult
     private static func run(_ command: [String], asServerOwner: Bool) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = (asServerOwner && getuid() == 0 ? ["runuser", "-u", "postgres", "--"] : []) + command
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard process.terminationStatus == 0 else { throw ServerTestError("\(command.joined(separator: " ")) failed: \(text)") }
-        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let capture = FileManager.default.temporaryDirectory.appendingPathComponent("kinema-command-\(UUID().uuidString).txt")
+        defer { try? FileManager.default.removeItem(at: capture) }
+        let words = (asServerOwner && getuid() == 0 ? ["runuser", "-u", "postgres", "--"] : []) + command
+        let quoted = words.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+        let shell: [String] = ["/bin/sh", "-c", "\(quoted) >'\(capture.path)' 2>&1 </dev/null"]
+        var argv: [UnsafeMutablePointer<CChar>?] = shell.map { strdup($0) }
+        argv.append(nil)
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        guard posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ) == 0 else { throw ServerTestError("cannot run \(quoted)") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let text = ((try? String(contentsOf: capture, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        guard status == 0 else { throw ServerTestError("\(quoted) failed (status \(status)): \(text)") }
+        return text
     }
 }
 
@@ -181,7 +186,8 @@ final class EventStreamReader: @unchecked Sendable {
 
     /// The events so far, as (id, name, data); chunked-encoding lines between events are skipped.
     var events: [(id: Int64, name: String, data: String)] {
-        let raw = lock.withLock { text }
+        // Carriage returns (HTTP and chunk framing) go first: Swift sees "\r\n" as one character, not a "\n".
+        let raw = String(String.UnicodeScalarView(lock.withLock { text }.unicodeScalars.filter { $0 != "\r" }))
         var found: [(Int64, String, String)] = []
         var id: Int64?, name: String?
         for line in raw.components(separatedBy: "\n") {
@@ -197,6 +203,9 @@ final class EventStreamReader: @unchecked Sendable {
     }
 
     var hasEnded: Bool { lock.withLock { ended } }
+
+    /// Everything received, for failure messages.
+    var received: String { lock.withLock { text } }
 
     /// Waits until an event satisfies `condition` or `timeout` passes; the event, or nil.
     func wait(timeout: TimeInterval, for condition: ((id: Int64, name: String, data: String)) -> Bool) -> (id: Int64, name: String, data: String)? {

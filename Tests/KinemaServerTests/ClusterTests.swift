@@ -91,7 +91,7 @@ final class ClusterTests: ServerTestCase {
         let image = try survivor.uploadRandomImage()
         let id = try submit(job(image, steps: 20), to: doomed)
         let before = try EventStreamReader(port: doomed.port, path: "/api/v1/jobs/\(id)/events")
-        let progress = try XCTUnwrap(before.wait(timeout: 120) { $0.name == "progress" }, "no progress event before the kill")
+        let progress = try XCTUnwrap(before.wait(timeout: 120) { $0.name == "progress" }, "no progress event before the kill; received: \(before.received.prefix(1500).debugDescription)")
 
         doomed.kill(SIGKILL)
         let killed = Date()
