@@ -85,6 +85,8 @@ public struct Job: Sendable, Equatable {
     public var progress: JobProgress
     /// Why the job failed, when it did.
     public var error: String?
+    /// The smallest memory budget any plan of the job needs; only workers with at least this much claim it.
+    public var requiredMemoryBytes: Int?
     /// The job this one retries, if it was made by `retry`.
     public var retryOf: String?
     /// When the job was accepted.

@@ -19,7 +19,10 @@ public protocol JobStore: Sendable {
     ///   - idempotencyKey: the client's `Idempotency-Key`, or nil.
     ///   - requestHash: a hash of the request body; with the same key, an equal hash is a replay and another
     ///     hash a conflict.
-    func submit(params: String, seed: UInt64, idempotencyKey: String?, requestHash: String?) async throws -> SubmitOutcome
+    ///   - requiredMemoryBytes: the smallest memory budget any plan of the job needs (nil: any worker will do);
+    ///     `claim` hands the job only to workers whose budget is at least this.
+    func submit(params: String, seed: UInt64, idempotencyKey: String?, requestHash: String?,
+                requiredMemoryBytes: Int?) async throws -> SubmitOutcome
 
     /// The job with this id, or nil when there is none.
     func get(id: String) async throws -> Job?
@@ -31,7 +34,8 @@ public protocol JobStore: Sendable {
     /// Hands the oldest claimable job to `workerID` with a lease of `leaseSeconds`, incrementing its attempt.
     /// Claimable: queued, or running under a lease that lapsed (its worker is presumed dead). Returns nil
     /// when there is nothing to do.
-    func claim(workerID: String, leaseSeconds: Double) async throws -> Job?
+    /// With `memoryBudgetBytes`, jobs that need more memory are skipped (left for a worker where they fit).
+    func claim(workerID: String, leaseSeconds: Double, memoryBudgetBytes: Int?) async throws -> Job?
 
     /// Renews the lease and records progress (nil fields keep their stored values). Returns false when the
     /// worker is fenced out (another worker claimed the job since, or it was deleted or finished): the worker
@@ -65,6 +69,15 @@ public protocol JobStore: Sendable {
     /// The number of queued jobs, the figure the queue limit applies to.
     func queueDepth() async throws -> Int
 
+    /// Records a worker's advert and that it is alive for `aliveSeconds` more; workers call it on every heartbeat.
+    func advertise(_ worker: WorkerAdvert, aliveSeconds: Double) async throws
+
+    /// Forgets a worker that is stopping, so that it no longer counts for placement.
+    func retire(workerID: String) async throws
+
+    /// The workers alive now (advertised within their `aliveSeconds`), by id.
+    func workers() async throws -> [WorkerRecord]
+
     /// Releases the store's connection; call it before dropping the store, which cannot be used afterwards.
     func close() async throws
 
@@ -84,6 +97,16 @@ public protocol JobStore: Sendable {
 }
 
 extension JobStore {
+    /// Submits a job that any worker can run.
+    public func submit(params: String, seed: UInt64, idempotencyKey: String?, requestHash: String?) async throws -> SubmitOutcome {
+        try await submit(params: params, seed: seed, idempotencyKey: idempotencyKey, requestHash: requestHash, requiredMemoryBytes: nil)
+    }
+
+    /// Claims the oldest claimable job whatever memory it needs.
+    public func claim(workerID: String, leaseSeconds: Double) async throws -> Job? {
+        try await claim(workerID: workerID, leaseSeconds: leaseSeconds, memoryBudgetBytes: nil)
+    }
+
     /// Without notifications, waiting is sleeping: callers poll.
     public var announcesChanges: Bool { false }
 

@@ -37,6 +37,20 @@ enum JobStoreMigrations {
             """,
             "CREATE INDEX jobs_by_status ON jobs (status, seq)",
         ]),
+        Step(version: 2, statements: [
+            // Placement by memory: a job's smallest budget, and the workers' adverts (times in milliseconds).
+            "ALTER TABLE jobs ADD COLUMN required_memory_bytes INTEGER",
+            """
+            CREATE TABLE workers (
+                id TEXT PRIMARY KEY,
+                host TEXT NOT NULL,
+                device TEXT NOT NULL,
+                free_memory_bytes INTEGER NOT NULL,
+                last_heartbeat INTEGER NOT NULL,
+                alive_until INTEGER NOT NULL
+            )
+            """,
+        ]),
     ]
 
     /// The newest schema version this build knows.

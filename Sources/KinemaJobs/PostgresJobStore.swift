@@ -101,7 +101,8 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
         }
     }
 
-    public func submit(params: String, seed: UInt64, idempotencyKey: String?, requestHash: String?) async throws -> SubmitOutcome {
+    public func submit(params: String, seed: UInt64, idempotencyKey: String?, requestHash: String?,
+                       requiredMemoryBytes: Int?) async throws -> SubmitOutcome {
         try await transaction { connection in
             _ = try await self.query("SELECT pg_advisory_xact_lock(\(Self.submitLockKey))", on: connection)
             if let idempotencyKey {
@@ -113,7 +114,7 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             }
             guard try await self.countQueued(on: connection) < self.queueLimit else { return .queueFull(limit: self.queueLimit) }
             let id = try await self.insertJob(params: params, seed: seed, idempotencyKey: idempotencyKey, requestHash: requestHash,
-                                              retryOf: nil, on: connection)
+                                              requiredMemoryBytes: requiredMemoryBytes, retryOf: nil, on: connection)
             return .created(try await self.fetch(id: id, on: connection))
         }
     }
@@ -141,8 +142,9 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
         }
     }
 
-    public func claim(workerID: String, leaseSeconds: Double) async throws -> Job? {
-        try await transaction { connection in
+    public func claim(workerID: String, leaseSeconds: Double, memoryBudgetBytes: Int?) async throws -> Job? {
+        let budget = memoryBudgetBytes.map(Int64.init)
+        return try await transaction { connection in
             let now = try await self.now(on: connection)
             // A job whose worker vanished after a cancel was asked for is cancelled, not run again; one that has
             // lost its worker `maxAttempts` times probably kills workers, so it fails. Rows another claim holds are
@@ -160,7 +162,8 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
                 UPDATE kinema_jobs SET status = 'running', attempt = attempt + 1, lease_owner = \(workerID),
                     lease_expires_at = \(now + Self.milliseconds(leaseSeconds)), started_at = COALESCE(started_at, \(now))
                 WHERE seq = (SELECT seq FROM kinema_jobs
-                             WHERE status = 'queued' OR (status = 'running' AND lease_expires_at <= \(now))
+                             WHERE (status = 'queued' OR (status = 'running' AND lease_expires_at <= \(now)))
+                               AND (\(budget)::bigint IS NULL OR required_memory_bytes IS NULL OR required_memory_bytes <= \(budget)::bigint)
                              ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
                 RETURNING id
                 """, on: connection)
@@ -254,7 +257,7 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             guard job.status.isFinished else { return .notFinished(job) }
             guard try await self.countQueued(on: connection) < self.queueLimit else { return .queueFull(limit: self.queueLimit) }
             let newID = try await self.insertJob(params: job.params, seed: job.seed, idempotencyKey: nil, requestHash: nil,
-                                                 retryOf: job.id, on: connection)
+                                                 requiredMemoryBytes: job.requiredMemoryBytes, retryOf: job.id, on: connection)
             return .created(try await self.fetch(id: newID, on: connection))
         }
     }
@@ -270,6 +273,42 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
 
     public func queueDepth() async throws -> Int {
         try await connection { try await self.countQueued(on: $0) }
+    }
+
+    public func advertise(_ worker: WorkerAdvert, aliveSeconds: Double) async throws {
+        try await connection { connection in
+            let now = try await self.now(on: connection)
+            _ = try await self.query("""
+                INSERT INTO kinema_workers (id, host, device, free_memory_bytes, last_heartbeat, alive_until)
+                VALUES (\(worker.id), \(worker.host), \(worker.device), \(Int64(worker.freeMemoryBytes)), \(now), \(now + Self.milliseconds(aliveSeconds)))
+                ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, device = EXCLUDED.device,
+                    free_memory_bytes = EXCLUDED.free_memory_bytes, last_heartbeat = EXCLUDED.last_heartbeat, alive_until = EXCLUDED.alive_until
+                """, on: connection)
+            // Workers that vanished without retiring are forgotten after a day.
+            _ = try await self.query("DELETE FROM kinema_workers WHERE alive_until < \(now - 86_400_000)", on: connection)
+        }
+    }
+
+    public func retire(workerID: String) async throws {
+        try await connection { _ = try await self.query("DELETE FROM kinema_workers WHERE id = \(workerID)", on: $0) }
+    }
+
+    public func workers() async throws -> [WorkerRecord] {
+        try await connection { connection in
+            let now = try await self.now(on: connection)
+            let rows = try await self.query("""
+                SELECT id, host, device, free_memory_bytes, last_heartbeat, alive_until,
+                    (SELECT j.id FROM kinema_jobs AS j WHERE j.status = 'running' AND j.lease_owner = kinema_workers.id ORDER BY j.seq LIMIT 1)
+                        AS current_job
+                FROM kinema_workers WHERE alive_until > \(now) ORDER BY id
+                """, on: connection)
+            return try rows.map { row in
+                let (id, host, device, free, last, alive, current) = try row.decode((String, String, String, Int64, Int64, Int64, String?).self)
+                return WorkerRecord(advert: WorkerAdvert(id: id, host: host, device: device, freeMemoryBytes: Int(free)),
+                                    lastHeartbeat: Date(timeIntervalSince1970: Double(last) / 1000),
+                                    aliveUntil: Date(timeIntervalSince1970: Double(alive) / 1000), currentJob: current)
+            }
+        }
     }
 
     public func close() async throws {
@@ -343,19 +382,20 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
     private static let jobColumns = """
         seq, id, status, params, seed, idempotency_key, request_hash, attempt, lease_owner, lease_expires_at,
         cancel_requested, phase, step, total_steps, progress, eta_s, error, retry_of, created_at, started_at,
-        finished_at,
+        finished_at, required_memory_bytes,
         CASE WHEN status = 'queued'
             THEN (SELECT COUNT(*) FROM kinema_jobs AS ahead WHERE ahead.status = 'queued' AND ahead.seq <= kinema_jobs.seq)
         END AS queue_position
         """
 
-    private func insertJob(params: String, seed: UInt64, idempotencyKey: String?, requestHash: String?, retryOf: String?,
-                           on connection: PostgresConnection) async throws -> String {
+    private func insertJob(params: String, seed: UInt64, idempotencyKey: String?, requestHash: String?, requiredMemoryBytes: Int?,
+                           retryOf: String?, on connection: PostgresConnection) async throws -> String {
         let id = UUID().uuidString.lowercased()
         let now = try await now(on: connection)
         _ = try await query("""
-            INSERT INTO kinema_jobs (id, status, params, seed, idempotency_key, request_hash, retry_of, created_at)
-            VALUES (\(id), 'queued', \(params), \(Int64(bitPattern: seed)), \(idempotencyKey), \(requestHash), \(retryOf), \(now))
+            INSERT INTO kinema_jobs (id, status, params, seed, idempotency_key, request_hash, retry_of, created_at, required_memory_bytes)
+            VALUES (\(id), 'queued', \(params), \(Int64(bitPattern: seed)), \(idempotencyKey), \(requestHash), \(retryOf), \(now),
+                    \(requiredMemoryBytes.map(Int64.init))::bigint)
             """, on: connection)
         try await notify(id, queued: true, on: connection)
         return id
@@ -494,6 +534,7 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             progress: JobProgress(phase: phase, step: try read("step", Int?.self), totalSteps: try read("total_steps", Int?.self),
                                   progress: try read("progress", Double?.self), etaSeconds: try read("eta_s", Double?.self)),
             error: try read("error", String?.self),
+            requiredMemoryBytes: try read("required_memory_bytes", Int?.self),
             retryOf: try read("retry_of", String?.self),
             createdAt: createdAt,
             startedAt: try date("started_at"),

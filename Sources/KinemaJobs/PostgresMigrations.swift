@@ -48,6 +48,21 @@ enum PostgresMigrations {
             )
             """,
         ]),
+        .init(version: 3, statements: [
+            // Placement by memory: a job's smallest budget, and the workers' adverts (times in milliseconds,
+            // from the database's clock).
+            "ALTER TABLE kinema_jobs ADD COLUMN required_memory_bytes BIGINT",
+            """
+            CREATE TABLE kinema_workers (
+                id TEXT PRIMARY KEY,
+                host TEXT NOT NULL,
+                device TEXT NOT NULL,
+                free_memory_bytes BIGINT NOT NULL,
+                last_heartbeat BIGINT NOT NULL,
+                alive_until BIGINT NOT NULL
+            )
+            """,
+        ]),
     ]
 
     static var latestVersion: Int { steps.last?.version ?? 0 }

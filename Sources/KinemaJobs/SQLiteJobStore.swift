@@ -79,7 +79,7 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func submit(params: String, seed: UInt64, idempotencyKey: String?,
-                       requestHash: String?) async throws -> SubmitOutcome {
+                       requestHash: String?, requiredMemoryBytes: Int?) async throws -> SubmitOutcome {
         try await transaction {
             if let idempotencyKey {
                 let earlier = try await query("SELECT \(Self.jobColumns) FROM jobs WHERE idempotency_key = ?",
@@ -91,7 +91,7 @@ public final class SQLiteJobStore: JobStore {
             }
             guard try await countQueued() < queueLimit else { return .queueFull(limit: queueLimit) }
             let id = try await insertJob(params: params, seed: seed, idempotencyKey: idempotencyKey,
-                                         requestHash: requestHash, retryOf: nil)
+                                         requestHash: requestHash, requiredMemoryBytes: requiredMemoryBytes, retryOf: nil)
             return .created(try await fetch(id: id))
         }
     }
@@ -120,7 +120,7 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    public func claim(workerID: String, leaseSeconds: Double) async throws -> Job? {
+    public func claim(workerID: String, leaseSeconds: Double, memoryBudgetBytes: Int?) async throws -> Job? {
         try await transaction {
             let now = now()
             // A job whose worker vanished after a cancel was asked for is cancelled, not run again.
@@ -139,9 +139,10 @@ public final class SQLiteJobStore: JobStore {
             let next = try await query(
                 """
                 SELECT id FROM jobs
-                WHERE status = 'queued' OR (status = 'running' AND lease_expires_at <= ?1)
+                WHERE (status = 'queued' OR (status = 'running' AND lease_expires_at <= ?1))
+                  AND (?2 IS NULL OR required_memory_bytes IS NULL OR required_memory_bytes <= ?2)
                 ORDER BY seq LIMIT 1
-                """, [.integer(now)])
+                """, [.integer(now), memoryBudgetBytes.map { .integer($0) } ?? .null])
             guard let id = next.first?.column("id")?.string else { return nil }
             _ = try await query(
                 """
@@ -241,7 +242,7 @@ public final class SQLiteJobStore: JobStore {
             guard job.status.isFinished else { return .notFinished(job) }
             guard try await countQueued() < queueLimit else { return .queueFull(limit: queueLimit) }
             let newID = try await insertJob(params: job.params, seed: job.seed, idempotencyKey: nil,
-                                            requestHash: nil, retryOf: job.id)
+                                            requestHash: nil, requiredMemoryBytes: job.requiredMemoryBytes, retryOf: job.id)
             return .created(try await fetch(id: newID))
         }
     }
@@ -262,6 +263,44 @@ public final class SQLiteJobStore: JobStore {
         try await serialized { try await connection.close() }
     }
 
+    public func advertise(_ worker: WorkerAdvert, aliveSeconds: Double) async throws {
+        try await serialized {
+            let now = now()
+            _ = try await query(
+                """
+                INSERT INTO workers (id, host, device, free_memory_bytes, last_heartbeat, alive_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                ON CONFLICT (id) DO UPDATE SET host = ?2, device = ?3, free_memory_bytes = ?4, last_heartbeat = ?5, alive_until = ?6
+                """,
+                [.text(worker.id), .text(worker.host), .text(worker.device), .integer(worker.freeMemoryBytes),
+                 .integer(now), .integer(now + Self.milliseconds(aliveSeconds))])
+            // Workers that vanished without retiring are forgotten after a day.
+            _ = try await query("DELETE FROM workers WHERE alive_until < ?", [.integer(now - 86_400_000)])
+        }
+    }
+
+    public func retire(workerID: String) async throws {
+        try await serialized { _ = try await query("DELETE FROM workers WHERE id = ?", [.text(workerID)]) }
+    }
+
+    public func workers() async throws -> [WorkerRecord] {
+        try await serialized {
+            let rows = try await query(
+                """
+                SELECT id, host, device, free_memory_bytes, last_heartbeat, alive_until,
+                    (SELECT jobs.id FROM jobs WHERE jobs.status = 'running' AND jobs.lease_owner = workers.id ORDER BY seq LIMIT 1) AS current_job
+                FROM workers WHERE alive_until > ? ORDER BY id
+                """, [.integer(now())])
+            return rows.compactMap { row in
+                guard let id = row.column("id")?.string, let host = row.column("host")?.string, let device = row.column("device")?.string,
+                      let free = row.column("free_memory_bytes")?.integer, let last = Self.date(row, "last_heartbeat"),
+                      let alive = Self.date(row, "alive_until") else { return nil }
+                let current = row.column("current_job").flatMap { $0.isNull ? nil : $0.string }
+                return WorkerRecord(advert: WorkerAdvert(id: id, host: host, device: device, freeMemoryBytes: free),
+                                    lastHeartbeat: last, aliveUntil: alive, currentJob: current)
+            }
+        }
+    }
+
     /// Runs one raw statement on the store's connection, outside any transaction (tests use it to
     /// fabricate databases the public API cannot produce).
     func execute(_ sql: String) async throws {
@@ -274,23 +313,23 @@ public final class SQLiteJobStore: JobStore {
     private static let jobColumns = """
         seq, id, status, params, seed, idempotency_key, request_hash, attempt, lease_owner, lease_expires_at,
         cancel_requested, phase, step, total_steps, progress, eta_s, error, retry_of, created_at, started_at,
-        finished_at,
+        finished_at, required_memory_bytes,
         CASE WHEN status = 'queued'
             THEN (SELECT COUNT(*) FROM jobs AS ahead WHERE ahead.status = 'queued' AND ahead.seq <= jobs.seq)
         END AS queue_position
         """
 
     private func insertJob(params: String, seed: UInt64, idempotencyKey: String?, requestHash: String?,
-                           retryOf: String?) async throws -> String {
+                           requiredMemoryBytes: Int?, retryOf: String?) async throws -> String {
         let id = UUID().uuidString.lowercased()
         _ = try await query(
             """
-            INSERT INTO jobs (id, status, params, seed, idempotency_key, request_hash, retry_of, created_at)
-            VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)
+            INSERT INTO jobs (id, status, params, seed, idempotency_key, request_hash, retry_of, created_at, required_memory_bytes)
+            VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)
             """,
             [.text(id), .text(params), .integer(Int(Int64(bitPattern: seed))),
              idempotencyKey.map { .text($0) } ?? .null, requestHash.map { .text($0) } ?? .null,
-             retryOf.map { .text($0) } ?? .null, .integer(now())])
+             retryOf.map { .text($0) } ?? .null, .integer(now()), requiredMemoryBytes.map { .integer($0) } ?? .null])
         return id
     }
 
@@ -407,6 +446,7 @@ public final class SQLiteJobStore: JobStore {
                                   totalSteps: optional("total_steps", \.integer),
                                   progress: optional("progress", \.double), etaSeconds: optional("eta_s", \.double)),
             error: optional("error", \.string),
+            requiredMemoryBytes: optional("required_memory_bytes", \.integer),
             retryOf: optional("retry_of", \.string),
             createdAt: try required("created_at") { $0.integer.map { Date(timeIntervalSince1970: Double($0) / 1000) } },
             startedAt: date(row, "started_at"),

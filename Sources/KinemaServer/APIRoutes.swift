@@ -28,6 +28,7 @@ struct APIRoutes: Sendable {
         api.delete("jobs/:id") { _, context in try await delete(context) }
         api.get("jobs/:id/:file") { request, context in try await outputFile(request, context) }
         api.get("capabilities") { _, _ in JSONBody.response(capabilities()) }
+        api.get("system") { _, _ in try await system() }
     }
 
     // MARK: Uploads
@@ -83,12 +84,14 @@ struct APIRoutes: Sendable {
         guard try await parts.uploads.find(params.imageID!) != nil else {
             throw APIError(.notFound, "unknown_image", "no uploaded image has id \(params.imageID!); upload it to /api/v1/uploads first", field: "image_id")
         }
-        let outcome = try await parts.planner.plan(params)
+        var outcome = try await parts.planner.plan(params)
         guard outcome.fits else {
             throw APIError(.unprocessableContent, "does_not_fit", outcome.reason ?? "no plan fits the memory budget", field: "memory_budget")
         }
+        outcome = try await place(params, outcome)
         let record = JobRecord(params: params, plan: outcome.planJSON)
-        switch try await parts.store.submit(params: record.encoded(), seed: params.seed, idempotencyKey: key, requestHash: hash) {
+        switch try await parts.store.submit(params: record.encoded(), seed: params.seed, idempotencyKey: key, requestHash: hash,
+                                            requiredMemoryBytes: outcome.requiredBytes) {
         case .created(let job):
             parts.metrics.jobsSubmitted.increment()
             return accepted(job)
@@ -100,6 +103,43 @@ struct APIRoutes: Sendable {
         case .queueFull(let limit):
             throw queueFull(limit)
         }
+    }
+
+    /// Checks a planned job against the workers alive now. With no worker registered yet the job waits in the
+    /// queue; when none has the memory its smallest plan needs, it is refused with that figure, unless
+    /// degrading is allowed and a degraded plan fits the largest worker (the job is then planned for it).
+    func place(_ params: JobParameters, _ outcome: PlanOutcome) async throws -> PlanOutcome {
+        guard let required = outcome.requiredBytes else { return outcome }
+        let workers = try await parts.store.workers()
+        guard let largest = workers.map(\.advert.freeMemoryBytes).max(), required > largest else { return outcome }
+        if params.allowDegrade {
+            let degraded = try await parts.planner.plan(params, workerBudget: largest)
+            if degraded.fits { return degraded }
+        }
+        throw APIError(.unprocessableContent, "does_not_fit",
+                       "this job needs a memory budget of at least \(gib(required)) (\(required) bytes), and no registered worker has that much: "
+                       + "the largest offers \(gib(largest)) (\(largest) bytes) over \(workers.count) worker\(workers.count == 1 ? "" : "s"). "
+                       + "Lower the resolution or frame count\(params.allowDegrade ? "" : ", allow degrading,") or add a worker with more memory",
+                       field: "memory_budget")
+    }
+
+    func gib(_ bytes: Int) -> String { String(format: "%.2f GiB", Double(bytes) / Double(1 << 30)) }
+
+    // MARK: Operations
+
+    /// The workers alive now and the queue's depth.
+    func system() async throws -> Response {
+        let workers = try await parts.store.workers()
+        let depth = try await parts.store.queueDepth()
+        return JSONBody.response([
+            "workers": workers.map { worker -> [String: Any] in
+                ["id": worker.advert.id, "host": worker.advert.host, "device": worker.advert.device,
+                 "free_memory_bytes": worker.advert.freeMemoryBytes,
+                 "last_heartbeat": ISO8601DateFormatter.withFractions.string(from: worker.lastHeartbeat),
+                 "current_job": worker.currentJob as Any? ?? NSNull()]
+            },
+            "queue_depth": depth,
+        ])
     }
 
     func accepted(_ job: Job, extra: [String: Any] = [:]) -> Response {

@@ -66,8 +66,9 @@ final class RunControl: @unchecked Sendable {
 }
 
 /// The one worker of a device: claims jobs from the store one at a time and runs each on its own thread,
-/// heartbeating its lease and progress meanwhile. On graceful shutdown the running job stops at the next
-/// step boundary and goes back to the queue.
+/// heartbeating its lease and progress meanwhile. It advertises its device and memory budget to the store
+/// while it runs and claims only jobs whose smallest plan fits that budget. On graceful shutdown the running
+/// job stops at the next step boundary and goes back to the queue.
 final class JobWorker: Service, @unchecked Sendable {
     let parts: ServerParts
     let logger: Logger
@@ -78,6 +79,8 @@ final class JobWorker: Service, @unchecked Sendable {
     private var current: RunControl?
     private var stopping = false
     private var folders: [String: ModelFolder] = [:]
+    /// The budget last advertised (and claimed with), in bytes.
+    private var budget: Int?
 
     init(parts: ServerParts, backend: CPUBackend, logger: Logger) {
         self.parts = parts
@@ -91,12 +94,46 @@ final class JobWorker: Service, @unchecked Sendable {
     /// The shortest time between two progress writes.
     static let progressInterval = 0.4
 
+    /// Reads the memory this worker offers now (idle: nothing of ours is allocated) and advertises it.
+    @discardableResult
+    func advertise() async -> Int? {
+        let idle = lock.withLock { current == nil }
+        var offered = lock.withLock { budget }
+        if idle || offered == nil {
+            do {
+                offered = try parts.planner.workerBudgetBytes()
+            } catch {
+                logger.error("this worker cannot tell how much memory it has (\(error)); pass --memory-budget")
+            }
+        }
+        guard let offered else { return nil }
+        lock.withLock { budget = offered }
+        let advert = WorkerAdvert(id: workerID, host: ProcessInfo.processInfo.hostName,
+                                  device: parts.configuration.device.description, freeMemoryBytes: offered)
+        do {
+            try await parts.store.advertise(advert, aliveSeconds: parts.configuration.leaseSeconds)
+        } catch {
+            logger.warning("advertising this worker failed: \(error)")
+        }
+        return offered
+    }
+
     func run() async throws {
+        // Adverts go on while a job runs, so API nodes keep counting this worker as alive.
+        let adverts = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: UInt64(heartbeatSeconds * 1e9))
+                if Task.isCancelled { break }
+                await advertise()
+            }
+        }
         await withGracefulShutdownHandler {
             while !lock.withLock({ stopping }) {
                 do {
-                    if let job = try await parts.store.claim(workerID: workerID, leaseSeconds: parts.configuration.leaseSeconds) {
-                        await runJob(job)
+                    let offered = await advertise()
+                    if let job = try await parts.store.claim(workerID: workerID, leaseSeconds: parts.configuration.leaseSeconds,
+                                                                          memoryBudgetBytes: offered) {
+                        await runJob(job, budget: offered)
                         continue
                     }
                 } catch {
@@ -112,10 +149,12 @@ final class JobWorker: Service, @unchecked Sendable {
                 self.current?.request(.shutdown)
             }
         }
+        adverts.cancel()
+        try? await parts.store.retire(workerID: workerID)
         logger.info("worker stopped")
     }
 
-    private func runJob(_ job: Job) async {
+    private func runJob(_ job: Job, budget: Int?) async {
         let log = logger.with(job: job.id)
         guard let record = JobRecord.decode(job.params) else {
             _ = try? await parts.store.complete(id: job.id, attempt: job.attempt, outcome: .failed(error: "the job's stored parameters are unreadable"))
@@ -159,7 +198,7 @@ final class JobWorker: Service, @unchecked Sendable {
         let partial: URL
         do {
             partial = try parts.outputs.prepare(job.id, attempt: job.attempt)
-            try await generate(job: job, params: params, into: partial, control: control)
+            try await generate(job: job, params: params, budget: budget, into: partial, control: control)
         } catch {
             heartbeat.cancel()
             await finish(job, error: error, control: control, log: log)
@@ -222,12 +261,12 @@ final class JobWorker: Service, @unchecked Sendable {
     }
 
     /// Loads the image, plans within the budget, runs the pipeline and writes every output into `folder`.
-    private func generate(job: Job, params: JobParameters, into folder: URL, control: RunControl) async throws {
+    private func generate(job: Job, params: JobParameters, budget: Int?, into folder: URL, control: RunControl) async throws {
         try Self.writeParams(params, seed: job.seed, to: folder.appendingPathComponent("params.json"))
         guard let imageID = params.imageID, let upload = try await parts.uploads.find(imageID) else {
             throw APIError(.unprocessableContent, "unknown_image", "the job's image is no longer stored")
         }
-        let outcome = try await parts.planner.plan(params)
+        let outcome = try await parts.planner.plan(params, workerBudget: budget)
         guard outcome.fits, let report = outcome.report, let request = outcome.request else { throw APIError(.unprocessableContent, "does_not_fit", outcome.reason ?? "no plan fits") }
         guard let model = parts.catalog.model(named: params.model) else { throw APIError(.unprocessableContent, "unknown_model", "no model \(params.model)") }
         let folderForModel = try modelFolder(model)

@@ -130,8 +130,10 @@ struct Site: Sendable {
         router.get("readyz") { _, _ in await readiness() }
         router.get("metrics") { _, _ in
             if let depth = try? await routes.parts.store.queueDepth() { routes.parts.metrics.queueDepth.set(Double(depth)) }
+            let workers = (try? await routes.parts.store.workers()) ?? []
+            let text = routes.parts.metrics.text() + ServerMetrics.workerText(workers, now: Date())
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                            body: ResponseBody(byteBuffer: ByteBuffer(string: routes.parts.metrics.text())))
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
         }
     }
 

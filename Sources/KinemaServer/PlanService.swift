@@ -16,6 +16,14 @@ struct PlanOutcome: Sendable {
     var budgetBytes: Int?
     var threads: Int
 
+    /// The smallest memory budget a worker needs to run the job: the leanest lossless plan's peak, or the
+    /// chosen plan's when it only fits by degrading. Jobs are placed on workers by this figure.
+    var requiredBytes: Int? {
+        guard let report else { return nil }
+        guard report.degradations.isEmpty else { return report.prediction.peakBytes }
+        return report.alternatives.map(\.prediction.peakBytes).min() ?? report.prediction.peakBytes
+    }
+
     /// The plan's knobs as the API shows them.
     var planJSON: [String: Any]? {
         guard let report, let request else { return nil }
@@ -38,6 +46,7 @@ struct PlanOutcome: Sendable {
         return [
             "fits": fits, "plan": planJSON as Any? ?? NSNull(),
             "predicted_peak_bytes": report?.prediction.peakBytes as Any? ?? NSNull(),
+            "required_memory_bytes": requiredBytes as Any? ?? NSNull(),
             "phase_peak_bytes": report?.prediction.phasePeakBytes ?? [:],
             "weight_bytes": report?.prediction.weightBytes as Any? ?? NSNull(),
             "predicted_seconds": predictedSeconds as Any? ?? NSNull(),
@@ -68,20 +77,18 @@ final class PlanService: @unchecked Sendable {
         if let serverBudget { _ = try Self.resolve(serverBudget, headroom: headroom) }
     }
 
-    /// The budget for a job: the smaller of the server's and the job's own.
-    func budgetBytes(for parameters: JobParameters) throws -> Int? {
+    /// The budget for a job: the smallest of the server's, the job's own and `workerBudget`.
+    func budgetBytes(for parameters: JobParameters, workerBudget: Int? = nil) throws -> Int? {
         let own = try parameters.memoryBudget.map { try Self.resolve($0, headroom: headroom) }
         let server = try serverBudget.map { try Self.resolve($0, headroom: headroom) }
-        switch (own, server) {
-        case let (a?, b?): return min(a, b)
-        case let (a, b): return a ?? b
-        }
+        return [own, server, workerBudget].compactMap { $0 }.min()
     }
 
-    func plan(_ parameters: JobParameters) async throws -> PlanOutcome {
+    /// The plan for a job; `workerBudget` is the memory of the worker that will run it, when known.
+    func plan(_ parameters: JobParameters, workerBudget: Int? = nil) async throws -> PlanOutcome {
         guard let model = catalog.model(named: parameters.model) else { throw APIError.notFound("model named \(parameters.model)") }
         let budget: Int?
-        do { budget = try budgetBytes(for: parameters) } catch {
+        do { budget = try budgetBytes(for: parameters, workerBudget: workerBudget) } catch {
             throw APIError(.unprocessableContent, "invalid_value", "memory_budget: \(error)", field: "memory_budget")
         }
         let request = parameters.request
@@ -112,6 +119,17 @@ final class PlanService: @unchecked Sendable {
             outcome.request = own
         }
         return outcome
+    }
+
+    /// Free memory is offered in whole multiples of this, so that it moving by a few pages does not make
+    /// every job a new plan.
+    static let freeMemoryGranule = 64 << 20
+
+    /// What a worker with this configuration offers for one generation now: its budget as given, or the
+    /// free memory less the headroom (`auto`, or no budget), rounded down to `freeMemoryGranule`.
+    func workerBudgetBytes() throws -> Int {
+        if let serverBudget, case .bytes(let bytes) = try MemoryBudget(parsing: serverBudget) { return bytes }
+        return try Self.resolve("auto", headroom: headroom) / Self.freeMemoryGranule * Self.freeMemoryGranule
     }
 
     static func resolve(_ text: String, headroom: String) throws -> Int {

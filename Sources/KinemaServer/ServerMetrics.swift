@@ -1,4 +1,5 @@
 import Foundation
+import KinemaJobs
 import Metrics
 import Prometheus
 
@@ -49,4 +50,34 @@ final class ServerMetrics: @unchecked Sendable {
     }
 
     func text() -> String { registry.emitToString() }
+
+    /// Per-worker gauges of the workers alive now, read from the store at each scrape (so a worker that
+    /// stops disappears from them): free memory, whether it runs a job, and seconds since its last advert.
+    static func workerText(_ workers: [WorkerRecord], now: Date) -> String {
+        func label(_ value: String) -> String {
+            value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                .replacingOccurrences(of: "\n", with: "\\n")
+        }
+        var lines = [
+            "# HELP kinema_workers_alive Workers that advertised themselves within their lease.",
+            "# TYPE kinema_workers_alive gauge",
+            "kinema_workers_alive \(workers.count)",
+        ]
+        let gauges: [(String, String, (WorkerRecord) -> String)] = [
+            ("kinema_worker_free_memory_bytes", "Memory the worker offers one generation (its budget, or free memory less the headroom).",
+             { "\($0.advert.freeMemoryBytes)" }),
+            ("kinema_worker_busy", "1 while the worker holds a job, else 0.", { $0.currentJob == nil ? "0" : "1" }),
+            ("kinema_worker_heartbeat_age_seconds", "Seconds since the worker last advertised itself.",
+             { String(format: "%.3f", max(0, now.timeIntervalSince($0.lastHeartbeat))) }),
+        ]
+        for (name, help, value) in gauges where !workers.isEmpty {
+            lines.append("# HELP \(name) \(help)")
+            lines.append("# TYPE \(name) gauge")
+            for worker in workers {
+                let labels = "worker=\"\(label(worker.advert.id))\",host=\"\(label(worker.advert.host))\",device=\"\(label(worker.advert.device))\""
+                lines.append("\(name){\(labels)} \(value(worker))")
+            }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
 }

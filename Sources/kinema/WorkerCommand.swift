@@ -13,6 +13,11 @@ struct Worker: ParsableCommand {
             another takes the job up once the lease lapses (--lease-seconds). SIGTERM or SIGINT stops \
             the running job at its next step and hands it back to the queue.
 
+            On each heartbeat the worker advertises its device and the memory it offers one \
+            generation (--memory-budget, else the free memory less --memory-headroom); it claims \
+            only jobs whose plan fits, leaving bigger ones to workers with more memory. \
+            GET /api/v1/system on any API node lists the workers alive now.
+
             Examples:
               kinema worker --store postgres://kinema@db:5432/kinema --device cpu
               kinema worker --store "$KINEMA_STORE" --model ~/i2vgen-xl --memory-budget 20GiB
@@ -31,7 +36,7 @@ struct Worker: ParsableCommand {
     @Option(help: "A local folder for cached images and partial outputs (default: $KINEMA_DATA, else ~/.local/share/kinema).")
     var dataDir: String?
 
-    @Option(help: "Most memory one generation may plan for, e.g. 6GiB or auto.")
+    @Option(help: "Most memory one generation may plan for, e.g. 6GiB or auto; advertised for placement (default: the free memory less the headroom).")
     var memoryBudget: String?
 
     @Option(help: "What --memory-budget auto leaves free.")

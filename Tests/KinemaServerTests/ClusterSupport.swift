@@ -113,10 +113,20 @@ final class Cluster {
         try ServerProcess(model: model, dataDirectory: directory.appendingPathComponent(name), arguments: ["--store", store] + arguments, name: name)
     }
 
-    private static func startWorker(_ name: String, directory: URL, model: URL, store: String, lease: Double) throws -> ServerProcess {
+    private static func startWorker(_ name: String, directory: URL, model: URL, store: String, lease: Double,
+                                    arguments: [String] = []) throws -> ServerProcess {
         try ServerProcess(model: model, dataDirectory: directory.appendingPathComponent(name),
-                          arguments: ["--store", store, "--device", "cpu", "--lease-seconds", "\(lease)", "--worker-id", name],
+                          arguments: ["--store", store, "--device", "cpu", "--lease-seconds", "\(lease)", "--worker-id", name] + arguments,
                           name: name, command: "worker")
+    }
+
+    /// Starts one more worker, named `name`, with extra `kinema worker` arguments.
+    @discardableResult
+    func addWorker(_ name: String, arguments: [String]) throws -> ServerProcess {
+        let worker = try Self.startWorker(name, directory: directory, model: model, store: store, lease: lease, arguments: arguments)
+        workers.append(worker)
+        workerHistory.append(worker)
+        return worker
     }
 
     /// Starts worker `index` again (after it was killed), with the same name and data folder.

@@ -205,6 +205,26 @@ final class ServerAPITests: ServerTestCase {
         XCTAssertTrue(message.contains("--api-token"), message)
     }
 
+    func testSystemListsTheBuiltInWorkerAndTheQueueDepth() throws {
+        let server = try startServer(["--memory-budget", "3GiB"])
+        let deadline = Date().addingTimeInterval(15)
+        var system: [String: Any] = [:]
+        while Date() < deadline {
+            system = try server.request("GET", "/api/v1/system").json
+            if !((system["workers"] as? [Any]) ?? []).isEmpty { break }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        XCTAssertEqual(system["queue_depth"] as? Int, 0)
+        let workers = try XCTUnwrap(system["workers"] as? [[String: Any]])
+        XCTAssertEqual(workers.count, 1, "the all-in-one server registers its own worker: \(system)")
+        XCTAssertEqual(Set(workers.first?.keys.map { $0 } ?? []), ["id", "host", "device", "free_memory_bytes", "last_heartbeat", "current_job"])
+        XCTAssertEqual(workers.first?["device"] as? String, "cpu")
+        XCTAssertEqual(workers.first?["free_memory_bytes"] as? Int, 3 << 30)
+        let metrics = try server.request("GET", "/metrics").text
+        XCTAssertTrue(metrics.contains("kinema_workers_alive 1\n"), metrics)
+        XCTAssertTrue(metrics.contains("kinema_worker_free_memory_bytes{worker=\""), metrics)
+    }
+
     func testCapabilitiesPlanHealthReadinessMetricsAndTheWebUI() throws {
         let server = try startServer(["--no-worker", "--memory-budget", "2GiB"])
         let capabilities = try server.request("GET", "/api/v1/capabilities").json
