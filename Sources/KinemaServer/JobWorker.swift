@@ -94,20 +94,23 @@ final class JobWorker: Service, @unchecked Sendable {
     /// The shortest time between two progress writes.
     static let progressInterval = 0.4
 
-    /// Reads the memory this worker offers now (idle: nothing of ours is allocated) and advertises it.
-    @discardableResult
-    func advertise() async -> Int? {
-        let idle = lock.withLock { current == nil }
-        var offered = lock.withLock { budget }
-        if idle || offered == nil {
-            do {
-                offered = try parts.planner.workerBudgetBytes()
-            } catch {
-                logger.error("this worker cannot tell how much memory it has (\(error)); pass --memory-budget")
-            }
+    /// The memory this worker offers one generation, read again while it is idle (nothing of ours allocated).
+    func offeredBudget() -> Int? {
+        let (idle, known) = lock.withLock { (current == nil, budget) }
+        guard idle || known == nil else { return known }
+        do {
+            let offered = try parts.planner.workerBudgetBytes()
+            lock.withLock { budget = offered }
+            return offered
+        } catch {
+            if known == nil { logger.error("this worker cannot tell how much memory it has (\(error)); pass --memory-budget") }
+            return known
         }
-        guard let offered else { return nil }
-        lock.withLock { budget = offered }
+    }
+
+    /// Tells the store this worker is alive, with its device and memory.
+    func advertise() async {
+        guard let offered = offeredBudget() else { return }
         let advert = WorkerAdvert(id: workerID, host: ProcessInfo.processInfo.hostName,
                                   device: parts.configuration.device.description, freeMemoryBytes: offered)
         do {
@@ -115,11 +118,11 @@ final class JobWorker: Service, @unchecked Sendable {
         } catch {
             logger.warning("advertising this worker failed: \(error)")
         }
-        return offered
     }
 
     func run() async throws {
         // Adverts go on while a job runs, so API nodes keep counting this worker as alive.
+        await advertise()
         let adverts = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(nanoseconds: UInt64(heartbeatSeconds * 1e9))
@@ -130,9 +133,9 @@ final class JobWorker: Service, @unchecked Sendable {
         await withGracefulShutdownHandler {
             while !lock.withLock({ stopping }) {
                 do {
-                    let offered = await advertise()
+                    let offered = offeredBudget()
                     if let job = try await parts.store.claim(workerID: workerID, leaseSeconds: parts.configuration.leaseSeconds,
-                                                                          memoryBudgetBytes: offered) {
+                                                             memoryBudgetBytes: offered) {
                         await runJob(job, budget: offered)
                         continue
                     }
@@ -150,6 +153,7 @@ final class JobWorker: Service, @unchecked Sendable {
             }
         }
         adverts.cancel()
+        await adverts.value  // an advert in flight must not bring the worker back after it retired
         try? await parts.store.retire(workerID: workerID)
         logger.info("worker stopped")
     }
