@@ -65,7 +65,13 @@ final class PlacementTests: ServerTestCase {
         let error = try XCTUnwrap(refused.json["error"] as? [String: Any])
         XCTAssertEqual(error["code"] as? String, "does_not_fit")
         XCTAssertTrue((error["message"] as? String ?? "").contains("\(required) bytes"), "\(error)")
-        Thread.sleep(forTimeInterval: 3)
+        // Allowed to degrade, the same job is planned again for the largest worker and runs there, lossy.
+        let degradable = try api.request("POST", "/api/v1/jobs", json: body.merging(["seed": 9, "allow_degrade": true]) { $1 })
+        XCTAssertEqual(degradable.status, 202, degradable.text)
+        let degraded = try api.waitForJob(try XCTUnwrap(degradable.json["id"] as? String), timeout: 120, "success") {
+            ($0["status"] as? String) == "succeeded"
+        }
+        XCTAssertEqual((degraded["plan"] as? [String: Any])?["lossy"] as? Bool, true, "\(degraded)")
         XCTAssertEqual(try api.request("GET", "/api/v1/jobs/\(id)").json["status"] as? String, "queued")
         XCTAssertFalse(small.logText.contains("running job \(id)"))
 
