@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import KinemaServer
+import KinemaJobs
 
 /// The server's pure parts, without a process.
 final class ServerUnitTests: XCTestCase {
@@ -24,6 +25,24 @@ final class ServerUnitTests: XCTestCase {
             process.waitUntilExit()
             XCTAssertEqual(SHA256.hex(data), String(output.prefix(64)), "length \(length)")
         }
+    }
+
+    func testPerWorkerMetricsEscapeTheirLabelsAndCoverOnlyTheWorkersGiven() {
+        let now = Date()
+        let busy = WorkerRecord(advert: WorkerAdvert(id: "gpu\"1\\a", host: "h\nx", device: "cpu", freeMemoryBytes: 1 << 30),
+                                lastHeartbeat: now.addingTimeInterval(-1.5), aliveUntil: now.addingTimeInterval(10), currentJob: "job")
+        let text = ServerMetrics.workerText([busy], now: now)
+        let labels = #"{worker="gpu\"1\\a",host="h\nx",device="cpu"}"#
+        XCTAssertTrue(text.contains("kinema_workers_alive 1\n"), text)
+        XCTAssertTrue(text.contains("kinema_worker_free_memory_bytes\(labels) 1073741824\n"), text)
+        XCTAssertTrue(text.contains("kinema_worker_busy\(labels) 1\n"), text)
+        XCTAssertTrue(text.contains("kinema_worker_heartbeat_age_seconds\(labels) 1.500\n"), text)
+        XCTAssertEqual(ServerMetrics.workerText([], now: now), """
+            # HELP kinema_workers_alive Workers that advertised themselves within their lease.
+            # TYPE kinema_workers_alive gauge
+            kinema_workers_alive 0
+
+            """)
     }
 
     func testByteRanges() {
