@@ -270,7 +270,12 @@ final class JobWorker: Service, @unchecked Sendable {
         guard let imageID = params.imageID, let upload = try await parts.uploads.find(imageID) else {
             throw APIError(.unprocessableContent, "unknown_image", "the job's image is no longer stored")
         }
-        let outcome = try await parts.planner.plan(params, workerBudget: budget)
+        // The plan without this worker's memory is usually cached already; only one that does not fit here is
+        // made again within it (free memory moves, so planning with it every time would miss the cache).
+        var outcome = try await parts.planner.plan(params)
+        if let budget, outcome.fits, let peak = outcome.report?.prediction.peakBytes, peak > budget {
+            outcome = try await parts.planner.plan(params, workerBudget: budget)
+        }
         guard outcome.fits, let report = outcome.report, let request = outcome.request else { throw APIError(.unprocessableContent, "does_not_fit", outcome.reason ?? "no plan fits") }
         guard let model = parts.catalog.model(named: params.model) else { throw APIError(.unprocessableContent, "unknown_model", "no model \(params.model)") }
         let folderForModel = try modelFolder(model)
