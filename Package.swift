@@ -37,7 +37,7 @@ let package = Package(
         ),
         .target(name: "KinemaCPU", dependencies: ["KinemaCore", "CBLAS"], swiftSettings: engineFlags),
         // Not -Ounchecked: its fatal errors name the failing CUDA call, and none of its loops is hot.
-        .target(name: "KinemaCUDA", dependencies: ["KinemaCore", "KinemaCPU"], swiftSettings: [.swiftLanguageMode(.v5)]),
+        .target(name: "KinemaCUDA", dependencies: ["KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),
         .target(name: "KinemaModels", dependencies: ["KinemaCore"], swiftSettings: engineFlags),
         .target(name: "KinemaPipeline", dependencies: ["KinemaModels", "KinemaCore"], swiftSettings: engineFlags),
         .target(name: "KinemaPlanner", dependencies: ["KinemaPipeline", "KinemaModels", "KinemaCore"], swiftSettings: [.swiftLanguageMode(.v5)]),

@@ -55,6 +55,25 @@ extension Backend {
 
     public func tokenMatchKernel(_ metric: Tensor, height: Int, width: Int, merged: Int, workspace: Tensor?, into slots: Tensor) {
         guard slots.hasData, let workspace else { return }
+        HostTokenMerging.match(metric, height: height, width: width, merged: merged, workspace: workspace, into: slots)
+    }
+
+    public func tokenMergeKernel(_ tokens: Tensor, slots: Tensor, into output: Tensor) {
+        guard output.hasData else { return }
+        HostTokenMerging.merge(tokens, slots: slots, into: output)
+    }
+
+    public func tokenUnmergeKernel(_ merged: Tensor, slots: Tensor, into output: Tensor) {
+        guard output.hasData else { return }
+        HostTokenMerging.unmerge(merged, slots: slots, into: output)
+    }
+}
+
+/// The token-merging kernels on f32 host tensors: the default kernels of host-memory backends,
+/// and what a device backend runs on host copies.
+public enum HostTokenMerging {
+    /// `Backend.matchTokens` on host tensors; `workspace` holds 3·T floats.
+    public static func match(_ metric: Tensor, height: Int, width: Int, merged: Int, workspace: Tensor, into slots: Tensor) {
         let (rows, tokens, channels) = (metric.shape[0], metric.shape[1], metric.shape[2])
         let x = metric.pointer(Float.self), out = slots.pointer(Float.self), scratch = workspace.pointer(Float.self)
         // Destinations: the top-left token of each whole 2×2 cell; every other token is a source.
@@ -101,8 +120,8 @@ extension Backend {
         }
     }
 
-    public func tokenMergeKernel(_ tokens: Tensor, slots: Tensor, into output: Tensor) {
-        guard output.hasData else { return }
+    /// `Backend.mergeTokens` on host tensors.
+    public static func merge(_ tokens: Tensor, slots: Tensor, into output: Tensor) {
         let (rows, count, channels, kept) = (tokens.shape[0], tokens.shape[1], tokens.shape[2], output.shape[1])
         let x = tokens.pointer(Float.self), map = slots.pointer(Float.self), out = output.pointer(Float.self)
         var members = [Float](repeating: 0, count: kept)
@@ -123,8 +142,8 @@ extension Backend {
         }
     }
 
-    public func tokenUnmergeKernel(_ merged: Tensor, slots: Tensor, into output: Tensor) {
-        guard output.hasData else { return }
+    /// `Backend.unmergeTokens` on host tensors.
+    public static func unmerge(_ merged: Tensor, slots: Tensor, into output: Tensor) {
         let (rows, kept, channels, count) = (merged.shape[0], merged.shape[1], merged.shape[2], output.shape[1])
         let x = merged.pointer(Float.self), map = slots.pointer(Float.self), out = output.pointer(Float.self)
         for row in 0..<rows {

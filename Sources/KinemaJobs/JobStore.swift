@@ -180,3 +180,18 @@ public struct JobPage: Sendable, Equatable {
         self.nextCursor = nextCursor
     }
 }
+
+/// The paging cursor both stores hand out: a job's submission sequence number, opaque to clients.
+enum JobCursor {
+    static func cursor(forSequence sequence: Int) -> String {
+        Data("seq:\(sequence)".utf8).base64EncodedString()
+    }
+
+    static func sequence(fromCursor cursor: String) throws -> Int {
+        guard let data = Data(base64Encoded: cursor), let text = String(data: data, encoding: .utf8),
+              text.hasPrefix("seq:"), let sequence = Int(text.dropFirst(4)), sequence > 0 else {
+            throw JobStoreError.invalidCursor(cursor)
+        }
+        return sequence
+    }
+}

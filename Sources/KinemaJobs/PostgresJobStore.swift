@@ -127,7 +127,7 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
         guard Self.allowedPageSizes.contains(limit) else {
             throw JobStoreError.invalidLimit(limit, allowed: Self.allowedPageSizes)
         }
-        let before = try cursor.map(Self.sequence(fromCursor:))
+        let before = try cursor.map(JobCursor.sequence(fromCursor:))
         return try await connection { connection in
             // One row more than asked tells whether another page follows.
             let rows = try await self.query("""
@@ -138,7 +138,7 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
                 """, on: connection)
             let jobs = try rows.prefix(limit).map(Self.job(from:))
             let last = rows.count > limit ? try rows[limit - 1].makeRandomAccess()["seq"].decode(Int.self) : nil
-            return JobPage(jobs: jobs, nextCursor: last.map(Self.cursor(forSequence:)))
+            return JobPage(jobs: jobs, nextCursor: last.map(JobCursor.cursor(forSequence:)))
         }
     }
 
@@ -491,18 +491,6 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
 
     private static func milliseconds(_ seconds: Double) -> Int64 {
         Int64((seconds * 1000).rounded())
-    }
-
-    private static func cursor(forSequence sequence: Int) -> String {
-        Data("seq:\(sequence)".utf8).base64EncodedString()
-    }
-
-    private static func sequence(fromCursor cursor: String) throws -> Int {
-        guard let data = Data(base64Encoded: cursor), let text = String(data: data, encoding: .utf8),
-              text.hasPrefix("seq:"), let sequence = Int(text.dropFirst(4)), sequence > 0 else {
-            throw JobStoreError.invalidCursor(cursor)
-        }
-        return sequence
     }
 
     private static func job(from row: PostgresRow) throws -> Job {

@@ -104,7 +104,7 @@ public final class SQLiteJobStore: JobStore {
         guard Self.allowedPageSizes.contains(limit) else {
             throw JobStoreError.invalidLimit(limit, allowed: Self.allowedPageSizes)
         }
-        let before = try cursor.map(Self.sequence(fromCursor:))
+        let before = try cursor.map(JobCursor.sequence(fromCursor:))
         return try await serialized {
             // One row more than asked tells whether another page follows.
             let rows = try await query(
@@ -116,7 +116,7 @@ public final class SQLiteJobStore: JobStore {
                 [status.map { .text($0.rawValue) } ?? .null, before.map { .integer($0) } ?? .null, .integer(limit + 1)])
             let jobs = try rows.prefix(limit).map(Self.job(from:))
             let last = rows.count > limit ? rows[limit - 1].column("seq")?.integer : nil
-            return JobPage(jobs: jobs, nextCursor: last.map(Self.cursor(forSequence:)))
+            return JobPage(jobs: jobs, nextCursor: last.map(JobCursor.cursor(forSequence:)))
         }
     }
 
@@ -401,18 +401,6 @@ public final class SQLiteJobStore: JobStore {
 
     private static func date(_ row: SQLiteRow, _ column: String) -> Date? {
         row.column(column)?.integer.map { Date(timeIntervalSince1970: Double($0) / 1000) }
-    }
-
-    private static func cursor(forSequence sequence: Int) -> String {
-        Data("seq:\(sequence)".utf8).base64EncodedString()
-    }
-
-    private static func sequence(fromCursor cursor: String) throws -> Int {
-        guard let data = Data(base64Encoded: cursor), let text = String(data: data, encoding: .utf8),
-              text.hasPrefix("seq:"), let sequence = Int(text.dropFirst(4)), sequence > 0 else {
-            throw JobStoreError.invalidCursor(cursor)
-        }
-        return sequence
     }
 
     private static func job(from row: SQLiteRow) throws -> Job {

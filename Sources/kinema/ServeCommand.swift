@@ -78,8 +78,8 @@ struct Serve: ParsableCommand {
     func run() throws {
         let environment = ProcessInfo.processInfo.environment
         let folder = try ModelLocator.resolve(model)
-        var configuration = ServerConfiguration(models: [ServedModel(folder: folder)], dataDirectory: defaultDataDirectory(dataDir))
-        configuration.storeURL = store ?? environment["KINEMA_STORE"].flatMap { $0.isEmpty ? nil : $0 }
+        var configuration = ServerConfiguration(models: [ServedModel(folder: folder)], dataDirectory: DataDirectory.resolve(dataDir))
+        configuration.storeURL = sharedStoreURL(store)
         configuration.host = host
         configuration.port = port
         configuration.memoryBudget = memoryBudget
@@ -97,10 +97,9 @@ struct Serve: ParsableCommand {
     }
 }
 
-/// The data directory: the option, else $KINEMA_DATA, else ~/.local/share/kinema.
-func defaultDataDirectory(_ option: String?) -> String {
-    option ?? ProcessInfo.processInfo.environment["KINEMA_DATA"]
-        ?? (FileManager.default.homeDirectoryForCurrentUser.path + "/.local/share/kinema")
+/// The shared store's URL: the option, else $KINEMA_STORE when set and not empty.
+func sharedStoreURL(_ option: String?) -> String? {
+    option ?? ProcessInfo.processInfo.environment["KINEMA_STORE"].flatMap { $0.isEmpty ? nil : $0 }
 }
 
 /// Sets up logging at `logLevel` and runs the server or worker until it stops.

@@ -55,11 +55,11 @@ struct Worker: ParsableCommand {
     var logLevel = "info"
 
     func run() throws {
-        guard let url = store ?? ProcessInfo.processInfo.environment["KINEMA_STORE"].flatMap({ $0.isEmpty ? nil : $0 }) else {
+        guard let url = sharedStoreURL(store) else {
             throw CLIError("a worker needs the shared store: pass --store postgres://user@host:5432/db (or set KINEMA_STORE)")
         }
         let folder = try ModelLocator.resolve(model)
-        var configuration = ServerConfiguration(models: [ServedModel(folder: folder)], dataDirectory: defaultDataDirectory(dataDir))
+        var configuration = ServerConfiguration(models: [ServedModel(folder: folder)], dataDirectory: DataDirectory.resolve(dataDir))
         configuration.storeURL = url
         configuration.device = try ComputeDevice(parsing: device)
         configuration.servesAPI = false

@@ -79,6 +79,27 @@ enum TestPostgres {
 
 /// API nodes and workers sharing one PostgreSQL database, each with a data folder of its own (no shared
 /// file system), all real `kinema` processes.
+/// A test case that runs a `Cluster` on the test PostgreSQL server, stops it after each test and
+/// prints its nodes' logs when the test failed.
+class ClusterTestCase: ServerTestCase {
+    var cluster: Cluster?
+
+    override func tearDownWithError() throws {
+        if let cluster {
+            if (testRun?.totalFailureCount ?? 0) > 0 { print(cluster.logs) }
+            cluster.stop()
+        }
+        try super.tearDownWithError()
+    }
+
+    func startCluster(apiNodes: Int, workers: Int, lease: Double, apiArguments: [String] = []) throws -> Cluster {
+        _ = try TestPostgres.require()
+        let cluster = try Cluster(directory: directory, model: model, apiNodes: apiNodes, workers: workers, lease: lease, apiArguments: apiArguments)
+        self.cluster = cluster
+        return cluster
+    }
+}
+
 final class Cluster {
     let store: String
     var apis: [ServerProcess] = []

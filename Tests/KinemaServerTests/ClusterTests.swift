@@ -4,24 +4,7 @@ import XCTest
 /// Issue 8's multi-node tests: API nodes and workers as real processes on one real PostgreSQL server, each
 /// node with a data folder of its own (no shared file system), and faults injected with kill -9 and a
 /// PostgreSQL crash. Every wait is bounded. Lines starting `FIGURE` are the figures in docs/reliability.md.
-final class ClusterTests: ServerTestCase {
-    var cluster: Cluster?
-
-    override func tearDownWithError() throws {
-        if let cluster {
-            if (testRun?.totalFailureCount ?? 0) > 0 { print(cluster.logs) }
-            cluster.stop()
-        }
-        try super.tearDownWithError()
-    }
-
-    func startCluster(apiNodes: Int, workers: Int, lease: Double, apiArguments: [String] = []) throws -> Cluster {
-        _ = try TestPostgres.require()
-        let cluster = try Cluster(directory: directory, model: model, apiNodes: apiNodes, workers: workers, lease: lease, apiArguments: apiArguments)
-        self.cluster = cluster
-        return cluster
-    }
-
+final class ClusterTests: ClusterTestCase {
     func job(_ image: String, steps: Int, size: Int = 64, frames: Int = 4, seed: Int = Int.random(in: 0...1_000_000)) -> [String: Any] {
         ["image_id": image, "prompt": "the camera pans left", "width": size, "height": size, "frames": frames, "steps": steps, "seed": seed]
     }

@@ -4,17 +4,7 @@ import XCTest
 /// Issue 8's placement by memory and its operations view, with real API and worker processes on a real
 /// PostgreSQL server: workers advertise their memory, a job waits for a worker it fits, a job no registered
 /// worker can hold is refused at submission, and `/api/v1/system` and `/metrics` show the workers alive now.
-final class PlacementTests: ServerTestCase {
-    var cluster: Cluster?
-
-    override func tearDownWithError() throws {
-        if let cluster {
-            if (testRun?.totalFailureCount ?? 0) > 0 { print(cluster.logs) }
-            cluster.stop()
-        }
-        try super.tearDownWithError()
-    }
-
+final class PlacementTests: ClusterTestCase {
     func workers(_ node: ServerProcess) throws -> [[String: Any]] {
         try XCTUnwrap(try node.request("GET", "/api/v1/system").json["workers"] as? [[String: Any]])
     }
@@ -33,9 +23,7 @@ final class PlacementTests: ServerTestCase {
     }
 
     func testAJobWaitsForAWorkerWithTheMemoryItNeedsAndOneNoWorkerCanHoldIsRefused() throws {
-        _ = try TestPostgres.require()
-        let cluster = try Cluster(directory: directory, model: model, apiNodes: 1, workers: 0, lease: 30)
-        self.cluster = cluster
+        let cluster = try startCluster(apiNodes: 1, workers: 0, lease: 30)
         let api = cluster.apis[0]
         let image = try api.uploadRandomImage()
         let body: [String: Any] = ["image_id": image, "prompt": "the camera pans left", "width": 64, "height": 64, "frames": 4, "steps": 3, "seed": 7]
